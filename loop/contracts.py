@@ -1,0 +1,194 @@
+"""The contracts the controller depends on. Implementations live in ``connectors``.
+
+Every contract has one test suite run against every implementation (tests/contracts/).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from loop.progress import SILENT, Progress
+from loop.records import (
+    AddItemsResult,
+    Item,
+    Iteration,
+    Label,
+    LabelRequest,
+    LabelSnapshot,
+    LabelWriteResult,
+    ModelVersion,
+    Query,
+    TrainingSet,
+)
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """A trained model. There is no "not fitted" state: a Classifier exists only once trained."""
+
+    @property
+    def classes(self) -> tuple[str, ...]: ...
+
+    @property
+    def version(self) -> str: ...
+
+    def predict_proba(self, texts: Sequence[str], progress: Progress = SILENT) -> np.ndarray:
+        """``(len(texts), len(classes))`` float64, rows sum to 1, columns in ``classes`` order."""
+        ...
+
+    def save(self, path: Path) -> None:
+        """Write everything needed by ``Trainer.load`` into the directory ``path``."""
+        ...
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    name: str
+
+    def train(
+        self,
+        texts: Sequence[str],
+        labels: Sequence[str],
+        *,
+        classes: Sequence[str],
+        seed: int,
+        progress: Progress = SILENT,
+    ) -> Classifier:
+        """Fit on ``texts``/``labels``. ``classes`` is the full class list (columns of
+        ``predict_proba``), which may include classes with no example yet. Raises ModelError
+        when fewer than 2 distinct labels are given."""
+        ...
+
+    def load(self, path: Path) -> Classifier: ...
+
+    def config(self) -> Mapping[str, Any]:
+        """The training configuration recorded with every model version."""
+        ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Sentence embeddings (for cold start diversity and embedding-based strategies)."""
+
+    def embed(self, texts: Sequence[str], progress: Progress = SILENT) -> np.ndarray:
+        """``(len(texts), dim)`` float32, L2-normalised rows."""
+        ...
+
+
+@runtime_checkable
+class LabelingTool(Protocol):
+    """Where requests go and labels come from (Label Studio, or the simulation oracle)."""
+
+    def send(self, requests: Sequence[LabelRequest]) -> None:
+        """Idempotent on the item id: an item already sent is not sent again."""
+        ...
+
+    def fetch_labels(self, since: datetime | None) -> LabelSnapshot:
+        """The full current labels of every item whose labels changed after ``since`` (all
+        items with labels when None). Ingest with ``Store.sync_labels``."""
+        ...
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Persistent state of one project (one database)."""
+
+    # -- items ---------------------------------------------------------------------------
+    def add_items(self, items: Iterable[Item]) -> AddItemsResult:
+        """All-or-nothing. An existing id with the same text and split counts as existing; an
+        existing id with a different text raises StoreError and nothing is written."""
+        ...
+
+    def get_items(self, ids: Sequence[str]) -> list[Item]:
+        """In the order of ``ids``; an unknown id raises StoreError."""
+        ...
+
+    def items(self, split: str | None = None) -> list[Item]: ...
+
+    def count_items(self, split: str | None = None) -> int: ...
+
+    def pool(self) -> list[Item]:
+        """``train`` items never queried, never labeled, never skipped; ordered by id."""
+        ...
+
+    # -- labels --------------------------------------------------------------------------
+    def add_labels(self, labels: Iterable[Label]) -> LabelWriteResult:
+        """Idempotent on ``(source, annotation_id, item_id)``: same value → unchanged, other
+        value → updated (the new one replaces the old). A label whose ``value`` is None and
+        ``skipped`` is False withdraws that annotation. Unknown item ids raise StoreError and
+        nothing of the batch is written."""
+        ...
+
+    def sync_labels(self, snapshot: LabelSnapshot) -> LabelWriteResult:
+        """Make the active labels of ``snapshot.source`` on each of ``snapshot.item_ids`` exactly
+        ``snapshot.labels``: insert or update those given (as ``add_labels``), withdraw the
+        others (counted in ``withdrawn``). One transaction; idempotent."""
+        ...
+
+    def labels(self, item_ids: Sequence[str] | None = None) -> list[Label]:
+        """Active (not withdrawn) labels, skips included."""
+        ...
+
+    def label_revision(self) -> int:
+        """A counter that grows with every label insert, update or withdrawal."""
+        ...
+
+    def training_set(self, split: str = "train") -> TrainingSet: ...
+
+    # -- queries -------------------------------------------------------------------------
+    def record_queries(self, iteration: int, queries: Sequence[Query]) -> int:
+        """Record the iteration's selection and move the iteration to step ``selected`` in
+        the same transaction. Recording again for the same iteration is a no-op (returns 0)."""
+        ...
+
+    def queries(self, iteration: int | None = None, *, sent: bool | None = None) -> list[Query]: ...
+
+    def mark_sent(self, item_ids: Sequence[str]) -> None: ...
+
+    # -- model versions ------------------------------------------------------------------
+    def add_model_version(self, mv: ModelVersion) -> None:
+        """Record a model version; when ``mv.iteration`` is set, that iteration moves to step
+        ``trained`` with this model version, in the same transaction."""
+        ...
+
+    def get_model_version(self, version_id: str) -> ModelVersion: ...
+
+    def model_versions(self) -> list[ModelVersion]:
+        """Oldest first."""
+        ...
+
+    def set_model_status(self, version_id: str, status: str) -> None: ...
+
+    # -- iterations ----------------------------------------------------------------------
+    def begin_iteration(self, info: Mapping[str, Any]) -> Iteration:
+        """Start iteration ``last + 1`` (status running, step begin). Raises StoreError if an
+        unfinished iteration exists (resume that one instead)."""
+        ...
+
+    def unfinished_iteration(self) -> Iteration | None: ...
+
+    def update_iteration(
+        self,
+        number: int,
+        *,
+        step: str | None = None,
+        status: str | None = None,
+        timings: Mapping[str, float] | None = None,
+        info: Mapping[str, Any] | None = None,
+    ) -> Iteration:
+        """``timings`` and ``info`` are merged into what is there."""
+        ...
+
+    def iterations(self) -> list[Iteration]: ...
+
+    # -- key/value metadata (classes, sync cursor, ...) ------------------------------------
+    def get_meta(self, key: str, default: Any = None) -> Any: ...
+
+    def set_meta(self, key: str, value: Any) -> None: ...
+
+    def close(self) -> None: ...

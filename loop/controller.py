@@ -1,0 +1,290 @@
+"""The loop controller: one iteration at a time, every step persisted, resumable.
+
+One iteration::
+
+    sync labels -> train (when enough label changes, or forced) -> evaluate on held-out
+      -> score the pool -> select k -> record the queries -> send them to the labeling tool
+
+The iteration row in the store holds the step reached (``begin`` -> ``trained`` ->
+``selected`` -> ``pushed`` -> ``done``). The step's outcome and the step change are written in
+one transaction, so a crash between two steps resumes at the next one without redoing or
+duplicating: a model trained and recorded is not trained again, a selection recorded is not
+redone, and the labeling tool's ``send`` is idempotent on the item id.
+
+This module imports only numpy, ``strategies`` and the project's own contracts: no torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import strategies
+from loop.contracts import Classifier, Embedder, LabelingTool, Store, Trainer
+from loop.errors import ConfigError, ModelError
+from loop.metrics import accuracy, macro_f1
+from loop.progress import SILENT, Progress
+from loop.records import Iteration, LabelRequest, LabelWriteResult, ModelVersion, Query
+
+SYNC_OVERLAP = timedelta(seconds=5)  # re-read a little of the last window: ingestion is idempotent
+
+
+@dataclass
+class IterationReport:
+    number: int
+    trained: bool
+    model_version: str | None
+    n_labels: int
+    metrics: dict[str, Any]
+    selected: int
+    sent: int
+    resumed_from: str | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def evaluate(classifier: Classifier, texts: Sequence[str], labels: Sequence[str], prefix: str,
+             progress: Progress = SILENT) -> dict[str, float]:
+    """Accuracy and macro-F1 of ``classifier`` on labeled texts, keys ``<prefix>_accuracy``,
+    ``<prefix>_macro_f1``, ``<prefix>_n``. Empty input gives only ``<prefix>_n = 0``."""
+    if not texts:
+        return {f"{prefix}_n": 0}
+    proba = classifier.predict_proba(list(texts), progress=progress)
+    pred = [classifier.classes[i] for i in np.argmax(proba, axis=1)]
+    return {
+        f"{prefix}_accuracy": accuracy(labels, pred),
+        f"{prefix}_macro_f1": macro_f1(labels, pred, classifier.classes),
+        f"{prefix}_n": len(texts),
+    }
+
+
+class Controller:
+    """Runs loop iterations over a store, a trainer and a labeling tool.
+
+    ``classes`` fixes the columns of every model. ``strategy`` names a measure in the
+    ``strategies`` registry. Randomness (ties, random strategy, cold start) comes from
+    ``np.random.default_rng([seed, iteration])``, so a resumed iteration makes the same choices.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        trainer: Trainer,
+        tool: LabelingTool,
+        *,
+        classes: Sequence[str],
+        models_dir: Path,
+        strategy: str = "margin",
+        batch_size: int = 20,
+        initial_batch_size: int | None = None,
+        min_new_labels: int = 20,
+        cold_start: str = "random",
+        embedder: Embedder | None = None,
+        seed: int = 0,
+        progress: Progress = SILENT,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        if len(classes) < 2:
+            raise ConfigError(f"a classifier needs >= 2 classes, got {list(classes)}.",
+                              "set `classes` or ingest labeled data first.")
+        if cold_start not in ("random", "diverse"):
+            raise ConfigError(f"cold_start must be 'random' or 'diverse', got {cold_start!r}.", "pick one of the two.")
+        if cold_start == "diverse" and embedder is None:
+            raise ConfigError("cold_start='diverse' needs an embedder.", "pass one, or use cold_start='random'.")
+        self.measure = strategies.get_measure(strategy)  # fails early on an unknown name
+        self.store = store
+        self.trainer = trainer
+        self.tool = tool
+        self.classes = tuple(classes)
+        self.models_dir = Path(models_dir)
+        self.strategy = strategy
+        self.batch_size = batch_size
+        self.initial_batch_size = initial_batch_size or batch_size
+        self.min_new_labels = min_new_labels
+        self.cold_start = cold_start
+        self.embedder = embedder
+        self.seed = seed
+        self.progress = progress
+        self.clock = clock
+        self._loaded: Classifier | None = None
+        self._loaded_id: str | None = None
+
+    # -- labels in -----------------------------------------------------------------------
+    def sync(self) -> LabelWriteResult:
+        """Fetch labels changed since the last sync and ingest them idempotently."""
+        key = "sync_cursor"
+        raw = self.store.get_meta(key)
+        since = datetime.fromisoformat(raw) if raw else None
+        started = self.clock()
+        snapshot = self.tool.fetch_labels(since - SYNC_OVERLAP if since else None)
+        result = self.store.sync_labels(snapshot)
+        cursor = snapshot.cursor or started
+        self.store.set_meta(key, cursor.isoformat())
+        return result
+
+    # -- models --------------------------------------------------------------------------
+    def current_model(self) -> ModelVersion | None:
+        """The newest model version that is not rejected."""
+        versions = [mv for mv in self.store.model_versions() if mv.status != "rejected"]
+        return versions[-1] if versions else None
+
+    def load_classifier(self, mv: ModelVersion) -> Classifier:
+        if self._loaded_id != mv.id or self._loaded is None:
+            try:
+                self._loaded = self.trainer.load(Path(mv.path))
+            except FileNotFoundError:
+                raise ModelError(f"model version {mv.id} is recorded at {mv.path} but the files are missing.",
+                                 "restore the models directory or retrain (alloop iterate --train).") from None
+            self._loaded_id = mv.id
+        return self._loaded
+
+    def needs_training(self, force: bool = False) -> tuple[bool, str]:
+        ts = self.store.training_set()
+        distinct = len(set(ts.labels))
+        if distinct < 2:
+            return False, f"{len(ts)} labeled items in {distinct} class(es); training needs 2 classes"
+        if force:
+            return True, "forced"
+        current = self.current_model()
+        if current is None:
+            return True, "no model yet"
+        changes = self.store.label_revision() - current.label_revision
+        if changes >= self.min_new_labels:
+            return True, f"{changes} label changes since {current.id} (threshold {self.min_new_labels})"
+        return False, f"{changes} label changes since {current.id}, below the threshold {self.min_new_labels}"
+
+    def train(self, iteration: int | None) -> ModelVersion:
+        """Train on the current training set, evaluate on the test and eval splits, save and
+        record the model version (moving ``iteration`` to step ``trained``)."""
+        revision = self.store.label_revision()
+        ts = self.store.training_set()
+        t0 = time.perf_counter()
+        clf = self.trainer.train(list(ts.texts), list(ts.labels), classes=self.classes,
+                                 seed=self.seed + (iteration or 0), progress=self.progress)
+        train_s = time.perf_counter() - t0
+        number = len(self.store.model_versions()) + 1
+        version_id = f"v{number:04d}-{clf.version[:8]}"
+        path = self.models_dir / version_id
+        clf.save(path)
+        metrics: dict[str, Any] = {"train_seconds": round(train_s, 3)}
+        t1 = time.perf_counter()
+        for split in ("test", "eval"):
+            held = self.store.training_set(split)
+            metrics.update(evaluate(clf, held.texts, held.labels, split, self.progress))
+        metrics["eval_seconds"] = round(time.perf_counter() - t1, 3)
+        if ts.ties:
+            metrics["ties_left_out"] = len(ts.ties)
+        if ts.agreement is not None:
+            metrics["agreement"] = ts.agreement
+        mv = ModelVersion(
+            id=version_id, trainer=self.trainer.name, path=str(path), classes=self.classes,
+            n_labels=len(ts), label_revision=revision, metrics=metrics,
+            config={**self.trainer.config(), "seed": self.seed + (iteration or 0)},
+            iteration=iteration, created_at=self.clock(),
+        )
+        self.store.add_model_version(mv)
+        self._loaded, self._loaded_id = clf, version_id
+        return mv
+
+    # -- one iteration -------------------------------------------------------------------
+    def run_iteration(self, *, force_train: bool = False, k: int | None = None) -> IterationReport:
+        """Run (or resume) one iteration. ``k`` overrides the batch size (0 = train and
+        evaluate only)."""
+        it = self.store.unfinished_iteration()
+        resumed_from = it.step if it is not None else None
+        if it is None:
+            it = self.store.begin_iteration({"strategy": self.strategy})
+        timings: dict[str, float] = {}
+        trained = False
+        rng = np.random.default_rng([self.seed, it.number])
+
+        if it.step == "begin":
+            t = time.perf_counter()
+            self.sync()
+            timings["sync"] = time.perf_counter() - t
+            need, why = self.needs_training(force_train)
+            if need:
+                t = time.perf_counter()
+                self.train(it.number)
+                trained = True
+                timings["train"] = time.perf_counter() - t
+                it = self.store.update_iteration(it.number, info={"train_reason": why})
+            else:
+                it = self.store.update_iteration(it.number, step="trained", info={"train_reason": why, "trained": False})
+
+        current = self.current_model()
+        if it.step == "trained":
+            t = time.perf_counter()
+            if k is None:
+                k = self.batch_size if current is not None else self.initial_batch_size
+            queries = self._select(it.number, k, current, rng)
+            timings["select"] = time.perf_counter() - t
+            self.store.record_queries(it.number, queries)
+            it = self.store.update_iteration(it.number, info={"selected": len(queries)})
+
+        sent = 0
+        if it.step == "selected":
+            t = time.perf_counter()
+            pending = self.store.queries(iteration=it.number, sent=False)
+            if pending:
+                self.tool.send(self._requests(pending, current))
+                self.store.mark_sent([q.item_id for q in pending])
+                sent = len(pending)
+            timings["send"] = time.perf_counter() - t
+            it = self.store.update_iteration(it.number, step="pushed")
+
+        if it.step == "pushed":
+            it = self.store.update_iteration(it.number, step="done", status="done", timings=timings)
+
+        mv = self.store.get_model_version(it.model_version) if it.model_version else None
+        return IterationReport(
+            number=it.number, trained=trained, model_version=mv.id if mv else None,
+            n_labels=mv.n_labels if mv else 0, metrics=dict(mv.metrics) if mv else {}, selected=len(self.store.queries(iteration=it.number)),
+            sent=sent, resumed_from=resumed_from, timings=timings,
+        )
+
+    def _select(self, iteration: int, k: int, current: ModelVersion | None,
+                rng: np.random.Generator) -> list[Query]:
+        pool = self.store.pool()
+        if k <= 0 or not pool:
+            return []
+        texts = [it.text for it in pool]
+        if current is None:
+            if self.cold_start == "diverse":
+                assert self.embedder is not None  # checked in __init__
+                emb = self.embedder.embed(texts, progress=self.progress)
+                idx = strategies.diverse_sample(emb, k, rng)
+                name = "cold-start-diverse"
+            else:
+                idx = rng.permutation(len(pool))[:k]
+                name = "cold-start-random"
+            return [Query(item_id=pool[i].id, iteration=iteration, score=0.0, rank=r, strategy=name)
+                    for r, i in enumerate(idx)]
+        clf = self.load_classifier(current)
+        proba = clf.predict_proba(texts, progress=self.progress)
+        scores = self.measure(proba, rng)
+        idx = strategies.top_k(scores, k, rng)
+        return [Query(item_id=pool[i].id, iteration=iteration, score=float(scores[i]), rank=r,
+                      strategy=self.strategy, model_version=current.id) for r, i in enumerate(idx)]
+
+    def _requests(self, queries: Sequence[Query], current: ModelVersion | None) -> list[LabelRequest]:
+        items = self.store.get_items([q.item_id for q in queries])
+        if current is None:
+            return [LabelRequest(item=item, kind=q.kind, score=q.score) for item, q in zip(items, queries, strict=True)]
+        clf = self.load_classifier(current)
+        proba = clf.predict_proba([item.text for item in items])
+        top = np.argmax(proba, axis=1)
+        return [
+            LabelRequest(item=item, kind=q.kind, score=q.score, prediction=clf.classes[j],
+                         confidence=float(proba[n, j]), model_version=current.id)
+            for n, (item, q, j) in enumerate(zip(items, queries, top, strict=True))
+        ]

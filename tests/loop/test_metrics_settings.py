@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from loop.errors import ConfigError
+from loop.metrics import accuracy, macro_f1, normalised_auc
+from loop.settings import load_settings
+
+
+def test_accuracy_and_macro_f1_by_hand() -> None:
+    y = ["a", "a", "b", "b", "c"]
+    p = ["a", "b", "b", "b", "a"]
+    assert accuracy(y, p) == pytest.approx(3 / 5)
+    # a: tp1 fp1 fn1 -> 0.5 ; b: tp2 fp1 fn0 -> 0.8 ; c: tp0 fp0 fn1 -> 0
+    assert macro_f1(y, p, ["a", "b", "c", "d"]) == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+    assert math.isnan(accuracy([], []))
+    with pytest.raises(ValueError, match="3 entries but y_pred has 2"):
+        accuracy(["a", "b", "c"], ["a", "b"])
+
+
+def test_normalised_auc() -> None:
+    assert normalised_auc([0, 10], [0.5, 0.7]) == pytest.approx(0.6)
+    assert normalised_auc([100, 200, 400], [0.6, 0.8, 0.8]) == pytest.approx((0.7 * 100 + 0.8 * 200) / 300)
+    assert normalised_auc([50], [0.66]) == pytest.approx(0.66)
+
+
+def test_settings_defaults_env_file_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load_settings()
+    assert s.model == "embed-lr" and s.db_url.endswith("alloop.db")
+    monkeypatch.setenv("ALLOOP_FINETUNE__EPOCHS", "3")
+    monkeypatch.setenv("ALLOOP_BATCH_SIZE", "7")
+    cfg = tmp_path / "alloop.toml"
+    cfg.write_text('strategy = "entropy"\nbatch_size = 9\n[embed_lr]\nC = 0.5\n')
+    s = load_settings(cfg, home=tmp_path, batch_size=None)
+    assert s.finetune.epochs == 3
+    assert s.strategy == "entropy" and s.embed_lr.C == 0.5
+    assert s.batch_size == 7  # the environment wins over the file
+    assert load_settings(cfg, batch_size=11).batch_size == 11
+    assert s.db_url == f"sqlite:///{tmp_path / 'alloop.db'}"
+
+
+def test_settings_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"batch_size: .*greater than or equal to 1 \(got 0\)"):
+        load_settings(batch_size=0)
+    with pytest.raises(ConfigError, match="model: .*got 'bert-huge'"):
+        load_settings(model="bert-huge")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("strategy = ")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(bad)
+    with pytest.raises(ConfigError, match="unknown_key: Extra inputs are not permitted"):
+        load_settings(unknown_key=1)
