@@ -153,9 +153,10 @@ def ingest(
         console.print(f"[yellow]skipped[/] line {p.line}: {p.reason}")
     if len(res.skipped) > 20:
         console.print(f"[yellow]... and {len(res.skipped) - 20} more skipped rows[/]")
-    if res.duplicates:
-        console.print(f"[yellow]note[/]: {len(res.duplicates)} groups of exact duplicate texts (kept, not merged); "
-                      f"first: {res.duplicates[0]}")
+    dups = [d for d in res.duplicates if d.kind == "text"]
+    if dups:
+        console.print(f"[yellow]note[/]: {len(dups)} groups of exact duplicate texts (kept, not merged); first: "
+                      f"items {', '.join(dups[0].item_ids)} on lines {', '.join(map(str, dups[0].lines))}")
 
 
 # -- simulate ---------------------------------------------------------------------------

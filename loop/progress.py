@@ -25,7 +25,10 @@ class Progress(Protocol):
 class _Silent:
     @contextmanager
     def task(self, description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
-        yield lambda n=1: None
+        def advance(n: int = 1) -> None:
+            return None
+
+        yield advance
 
 
 SILENT: Progress = _Silent()
