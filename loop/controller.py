@@ -27,7 +27,7 @@ import numpy as np
 
 import strategies
 from loop.contracts import Classifier, Embedder, LabelingTool, Store, Trainer
-from loop.errors import ConfigError, ModelError
+from loop.errors import ConfigError, ModelError, StrategyError
 from loop.metrics import accuracy, macro_f1
 from loop.progress import SILENT, Progress
 from loop.records import Iteration, LabelRequest, LabelWriteResult, ModelVersion, Query
@@ -100,13 +100,16 @@ class Controller:
             raise ConfigError(f"cold_start must be 'random' or 'diverse', got {cold_start!r}.", "pick one of the two.")
         if cold_start == "diverse" and embedder is None:
             raise ConfigError("cold_start='diverse' needs an embedder.", "pass one, or use cold_start='random'.")
-        self.measure = strategies.get_measure(strategy)  # fails early on an unknown name
+        try:
+            self.measure = strategies.get_measure(strategy)  # fails early on an unknown name
+        except ValueError as e:
+            raise StrategyError(str(e)) from None
         self.store = store
         self.trainer = trainer
         self.tool = tool
         self.classes = tuple(classes)
         self.models_dir = Path(models_dir)
-        self.strategy = strategy
+        self.strategy = self.measure.name  # the canonical spelling
         self.batch_size = batch_size
         self.initial_batch_size = initial_batch_size or batch_size
         self.min_new_labels = min_new_labels
@@ -271,7 +274,10 @@ class Controller:
                     for r, i in enumerate(idx)]
         clf = self.load_classifier(current)
         proba = clf.predict_proba(texts, progress=self.progress)
-        scores = self.measure(proba, rng)
+        try:
+            scores = self.measure(proba, rng)
+        except strategies.StrategyInputError as e:
+            raise StrategyError(f"the model {current.id} produced probabilities the strategy cannot score: {e}") from e
         idx = strategies.top_k(scores, k, rng)
         return [Query(item_id=pool[i].id, iteration=iteration, score=float(scores[i]), rank=r,
                       strategy=self.strategy, model_version=current.id) for r, i in enumerate(idx)]
