@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from loop.errors import AlloopError, ConfigError
+from strategies import StrategyInputError
 from loop.settings import Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Active-learning annotation loop for text classification.")
@@ -290,7 +291,7 @@ def show_config(config: ConfigOpt = None, home: HomeOpt = None) -> None:
 def main() -> None:
     try:
         app(standalone_mode=False)
-    except AlloopError as e:
+    except (AlloopError, StrategyInputError) as e:
         console.print(f"[bold red]error:[/] {e}", soft_wrap=True, highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
