@@ -191,7 +191,8 @@ class Controller:
         mv = ModelVersion(
             id=version_id, trainer=self.trainer.name, path=str(path), classes=self.classes,
             n_labels=len(ts), label_revision=revision, metrics=metrics,
-            config={**self.trainer.config(), "seed": self.seed + (iteration or 0)},
+            config={**self.trainer.config(), "seed": self.seed + (iteration or 0),
+                    "training": dict(getattr(clf, "info", {}) or {})},
             iteration=iteration, created_at=self.clock(),
         )
         self.store.add_model_version(mv)

