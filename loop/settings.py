@@ -20,7 +20,7 @@ from loop.errors import ConfigError
 
 class EmbedLRSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    C: float = Field(1.0, gt=0, description="inverse L2 regularisation of the LogisticRegression head")
+    C: float = Field(3.0, gt=0, description="inverse L2 regularisation of the LogisticRegression head (3.0: best mean of 20-500 random labels on both built-in datasets)")
     max_iter: int = Field(1000, ge=10)
     batch_size: int = Field(32, ge=1, description="embedding batch size")
     max_length: int = Field(128, ge=8, le=512, description="tokens per text for embedding")
