@@ -1,0 +1,1005 @@
+"""Label Studio as the project's ``LabelingTool`` (label-studio-sdk 2.1.2, server 1.23.2).
+
+One Label Studio project per alloop project, found by title. Each item becomes one task::
+
+    data = {"text": <item text>, "alloop_id": <item id>, "alloop_kind": "query" | "eval"}
+
+with one prediction (the model's class as a pre-annotation, ``model_version`` of the request).
+
+Queue order. Label Studio's "Uncertainty sampling" queue (set on projects created here) and the
+Data Manager's "prediction score" sort show the LOWEST prediction score first, while the loop's
+strategy scores are higher = ask first. ``send`` therefore writes a rank-based score
+(``queue_scores``): the requests of one call get dense ranks by strategy score (highest first,
+ties share a rank, NaN last) and rank ``r`` of ``m`` distinct ranks becomes ``r / (m - 1)`` in
+[0, 1]; the item the loop wants most gets 0. Ranks do not depend on the strategy's scale, so
+the mapping is the same for every strategy; items from different pushes with the same rank
+share a score. A request without a predicted class still gets a prediction (empty result) to
+carry the score. Predictions whose ``model_version`` is the project's are shown as
+pre-annotations: ``send`` moves the project to the requests' model version when they share one
+(``set_model_version`` does it by hand).
+
+Idempotence. Tasks are keyed on ``data.alloop_id``. Before importing, ``send`` looks up which
+ids already have a task (Data Manager filter ``tasks:data.alloop_id`` ``in_list``, batched) and
+imports only the others, in batches (``batch_size``). The import is sent without the SDK's
+automatic retries (a retried POST can duplicate tasks); a failed batch is retried here, after
+looking up again which of its ids made it. After each batch the ids are counted once more; if
+there are more tasks than ids, every extra task of the same ``alloop_id`` that has no
+annotation is deleted, keeping the task with annotations or else the lowest id (this also
+covers two processes pushing at once). Counting is cheap (~0.07 s per 500 ids); listing costs
+the server ~1 ms per task, so a chunk is listed only when its count says it must be.
+
+Polling. ``fetch_labels(since)`` lists the tasks whose ``updated_at`` is later than
+``since - overlap`` (all tasks when ``since`` is None), with every current annotation. Label
+Studio 1.23.2 moves a task's ``updated_at`` on every annotation create, update, skip and delete
+(measured; a delete also lowers ``total_annotations``), so a deleted annotation shows up as a
+task whose snapshot no longer holds it, and ``Store.sync_labels`` withdraws it. Pages are
+walked by task id (``id > last seen``, one filter per request) rather than by page number: the
+server answers 404 past the last page and page numbers shift while annotators work. The cursor
+returned (``FetchResult.cursor``, also ``tool.last_cursor``) is the newest task ``updated_at``
+seen, in the server's own clock; ``overlap`` re-reads a few seconds before it to catch writes
+that were committed after a later one was already visible. Re-reading is harmless: ingestion is
+idempotent on the annotation id.
+
+Webhooks. ``parse_webhook`` is a pure parser for ANNOTATION_CREATED / ANNOTATION_UPDATED /
+ANNOTATIONS_DELETED payloads (shapes captured from a real 1.23.2 server). A created or updated
+annotation gives one ``Label`` for ``Store.add_labels``. A deletion payload names only the
+annotation ids (no task, no item): it is returned as ``deleted_annotation_ids`` and the caller
+polls ``fetch_labels`` (the task's ``updated_at`` moved) to withdraw it. Label Studio sends
+webhooks once, synchronously, with a 1 s timeout: poll as well.
+
+Not thread-safe: use one tool per thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+from xml.sax.saxutils import quoteattr
+
+from loop.errors import DataError, LabelingToolError
+from loop.records import Label, LabelRequest, LabelSnapshot
+
+if TYPE_CHECKING:
+    from label_studio_sdk import LabelStudio
+
+SOURCE = "label-studio"
+ID_FIELD = "alloop_id"
+KIND_FIELD = "alloop_kind"
+CHOICES_NAME = "label"
+WEBHOOK_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
+_LS_DATETIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # the Data Manager's Datetime filter format
+_LOOKUP_QUERY_CHARS = 6000  # keeps a lookup's GET URL well under server limits
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------
+# results
+# --------------------------------------------------------------------------------------------
+
+
+class _TransientError(LabelingToolError):
+    """A failure worth retrying (server unreachable, timeout, 5xx, 408/409/429)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An annotation that is not a usable label (unknown class, malformed result, task without
+    an alloop id). ``item_id`` is None when the task names no item."""
+
+    item_id: str | None
+    annotation_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """What one poll found. Ingest ``snapshot`` with ``Store.sync_labels``, record
+    ``rejections``, and pass ``cursor`` as ``since`` to the next poll."""
+
+    snapshot: LabelSnapshot
+    rejections: tuple[Rejection, ...]
+    cursor: datetime | None  # newest task change seen (server clock, UTC); None: nothing yet
+    tasks_seen: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    requested: int  # distinct item ids in the call
+    imported: int  # tasks created by this call
+    already_present: int  # items that had a task before this call
+    duplicates_removed: int  # extra tasks of the same item deleted after import
+    task_ids: tuple[int, ...] = ()  # the created tasks' ids
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """A parsed webhook payload. ``labels`` go to ``Store.add_labels`` (one annotation, not a
+    complete snapshot of the item); ``deleted_annotation_ids`` need a ``fetch_labels`` poll."""
+
+    action: str
+    project_id: int | None
+    labels: tuple[Label, ...] = ()
+    rejections: tuple[Rejection, ...] = ()
+    deleted_annotation_ids: tuple[str, ...] = ()
+    item_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LabelConfig:
+    """The parts of a project's labeling config the connector relies on."""
+
+    classes: tuple[str, ...]
+    choices_name: str
+    to_name: str
+    text_value: str | None  # the Text tag's value, e.g. "$text"
+    single: bool = True
+    extra_controls: tuple[str, ...] = field(default_factory=tuple)
+
+
+# --------------------------------------------------------------------------------------------
+# labeling config
+# --------------------------------------------------------------------------------------------
+
+
+def label_config(classes: Sequence[str], text_field: str = "text") -> str:
+    """A single-choice text classification config over ``classes`` (XML-escaped)."""
+    classes = _check_classes(classes)
+    if not text_field or not text_field.replace("_", "").isalnum():
+        raise DataError(
+            f"Text field name must be letters, digits or '_'; got {text_field!r}.",
+            "use a plain name such as 'text'",
+        )
+    choices = "".join(f"<Choice value={quoteattr(c)}/>" for c in classes)
+    return (
+        f'<View><Text name="text" value="${text_field}"/>'
+        f'<Choices name="{CHOICES_NAME}" toName="text" choice="single" showInline="true">'
+        f"{choices}</Choices></View>"
+    )
+
+
+def parse_label_config(xml: str) -> LabelConfig:
+    """Read classes, the Choices name and the Text value out of a labeling config."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as err:
+        raise LabelingToolError(
+            f"The project's labeling config is not valid XML ({err}).",
+            "fix the labeling config in Label Studio (Settings > Labeling Interface)",
+        ) from err
+    choices = [el for el in root.iter() if el.tag == "Choices"]
+    if len(choices) != 1:
+        raise LabelingToolError(
+            f"The project's labeling config has {len(choices)} <Choices> tags, expected exactly 1.",
+            "use a project whose config has one single-choice <Choices> over the text",
+        )
+    ch = choices[0]
+    texts = [el for el in root.iter() if el.tag == "Text"]
+    to_name = ch.get("toName", "")
+    text_value = next((t.get("value") for t in texts if t.get("name") == to_name), None)
+    controls = tuple(
+        el.tag for el in root.iter() if el.tag in {"Labels", "TextArea", "Rating", "Taxonomy"}
+    )
+    return LabelConfig(
+        classes=tuple(c.get("value", "") for c in ch.iter("Choice")),
+        choices_name=ch.get("name", ""),
+        to_name=to_name,
+        text_value=text_value,
+        single=ch.get("choice", "single") in ("single", "single-radio"),
+        extra_controls=controls,
+    )
+
+
+def _check_classes(classes: Sequence[str]) -> tuple[str, ...]:
+    out = tuple(classes)
+    if len(out) < 2:
+        raise DataError(
+            f"A classification project needs at least 2 classes; got {list(out)}.",
+            "give the full class list",
+        )
+    bad = [c for c in out if not isinstance(c, str) or not c.strip()]
+    if bad:
+        raise DataError(
+            f"Class names must be non-empty strings; got {bad!r}.", "fix the class list"
+        )
+    dup = sorted({c for c in out if out.count(c) > 1})
+    if dup:
+        raise DataError(f"Class names must be unique; repeated: {dup}.", "fix the class list")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# annotations -> labels (shared by polling and webhooks)
+# --------------------------------------------------------------------------------------------
+
+
+def annotation_to_label(
+    annotation: Mapping[str, Any],
+    item_id: str,
+    classes: Sequence[str],
+    choices_name: str = CHOICES_NAME,
+) -> Label | Rejection:
+    """One Label Studio annotation as a ``Label`` (source ``label-studio``), or a ``Rejection``.
+
+    ``was_cancelled`` (the annotator pressed Skip) is a skip: ``skipped=True``, ``value=None``.
+    Otherwise the result must hold exactly one ``choices`` region from ``choices_name`` with
+    exactly one choice among ``classes``.
+    """
+    ann_id = annotation.get("id")
+    if ann_id is None:
+        return Rejection(item_id, "", "annotation has no id")
+    annotation_id = str(ann_id)
+    created = _parse_time(annotation.get("created_at"))
+    annotator = _user(annotation.get("completed_by"))
+    if annotation.get("was_cancelled"):
+        return Label(
+            item_id=item_id,
+            value=None,
+            source=SOURCE,
+            annotation_id=annotation_id,
+            annotator=annotator,
+            created_at=created,
+            skipped=True,
+        )
+    result = annotation.get("result")
+    if not isinstance(result, list):
+        return Rejection(item_id, annotation_id, f"result is {type(result).__name__}, not a list")
+    regions = [
+        r
+        for r in result
+        if isinstance(r, Mapping)
+        and r.get("type") == "choices"
+        and r.get("from_name") == choices_name
+    ]
+    if not regions:
+        kinds = sorted({str(r.get("type")) for r in result if isinstance(r, Mapping)})
+        why = f"no '{choices_name}' choice in the result" + (
+            f" (found {kinds})" if kinds else " (empty)"
+        )
+        return Rejection(item_id, annotation_id, why)
+    if len(regions) > 1:
+        return Rejection(
+            item_id, annotation_id, f"{len(regions)} '{choices_name}' regions, expected 1"
+        )
+    value = regions[0].get("value")
+    chosen = value.get("choices") if isinstance(value, Mapping) else None
+    if not isinstance(chosen, list) or len(chosen) != 1 or not isinstance(chosen[0], str):
+        return Rejection(item_id, annotation_id, f"expected exactly one choice, got {chosen!r}")
+    if chosen[0] not in classes:
+        return Rejection(
+            item_id,
+            annotation_id,
+            f"choice {chosen[0]!r} is not one of the classes {list(classes)}",
+        )
+    return Label(
+        item_id=item_id,
+        value=chosen[0],
+        source=SOURCE,
+        annotation_id=annotation_id,
+        annotator=annotator,
+        created_at=created,
+        skipped=False,
+    )
+
+
+def parse_webhook(
+    payload: Mapping[str, Any],
+    classes: Sequence[str],
+    *,
+    choices_name: str = CHOICES_NAME,
+    id_field: str = ID_FIELD,
+) -> WebhookEvent:
+    """Parse a Label Studio webhook payload (pure; no I/O).
+
+    ANNOTATION_CREATED / ANNOTATION_UPDATED -> one label or one rejection for the task's item.
+    ANNOTATIONS_DELETED -> ``deleted_annotation_ids`` (the payload names no task or item).
+    Any other action -> an event with nothing in it (acknowledge and ignore).
+    Raises ``DataError`` for a payload that is not shaped like Label Studio's.
+    """
+    if not isinstance(payload, Mapping):
+        raise DataError(
+            f"A webhook payload must be a JSON object; got {type(payload).__name__}.",
+            "register the webhook with send_payload=True",
+        )
+    action = payload.get("action")
+    if not isinstance(action, str) or not action:
+        raise DataError(
+            f"Webhook payload has no 'action' (keys: {sorted(payload)[:10]}).",
+            "point only Label Studio webhooks (send_payload=True) at this endpoint",
+        )
+    project = payload.get("project")
+    project_id = project.get("id") if isinstance(project, Mapping) else project
+    project_id = project_id if isinstance(project_id, int) else None
+    if action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
+        annotation = payload.get("annotation")
+        task = payload.get("task")
+        if not isinstance(annotation, Mapping) or not isinstance(task, Mapping):
+            raise DataError(
+                f"{action} payload needs 'annotation' and 'task' objects; got "
+                f"{type(annotation).__name__} and {type(task).__name__}.",
+                "register the webhook with send_payload=True",
+            )
+        data = task.get("data")
+        item = data.get(id_field) if isinstance(data, Mapping) else None
+        if item is None:
+            rej = Rejection(
+                None, str(annotation.get("id", "")), f"task {task.get('id')} has no {id_field}"
+            )
+            return WebhookEvent(action, project_id, rejections=(rej,))
+        item_id = str(item)
+        out = annotation_to_label(annotation, item_id, classes, choices_name)
+        if isinstance(out, Label):
+            return WebhookEvent(action, project_id, labels=(out,), item_ids=(item_id,))
+        return WebhookEvent(action, project_id, rejections=(out,), item_ids=(item_id,))
+    if action == "ANNOTATIONS_DELETED":
+        anns = payload.get("annotations")
+        if not isinstance(anns, list) or not all(
+            isinstance(a, Mapping) and a.get("id") is not None for a in anns
+        ):
+            raise DataError(
+                "ANNOTATIONS_DELETED payload needs 'annotations': a list of objects with an 'id'.",
+                "register the webhook with send_payload=True",
+            )
+        return WebhookEvent(
+            action, project_id, deleted_annotation_ids=tuple(str(a["id"]) for a in anns)
+        )
+    return WebhookEvent(action, project_id)
+
+
+# --------------------------------------------------------------------------------------------
+# queue score
+# --------------------------------------------------------------------------------------------
+
+
+def queue_scores(strategy_scores: Sequence[float]) -> list[float]:
+    """Map strategy scores (higher = ask first) to Label Studio prediction scores (lower =
+    shown first): dense rank by descending score, NaN last, ``rank / (n_ranks - 1)`` in [0, 1].
+
+    ``(n,) -> (n,)``; equal scores share a value; a single request gets 0.
+    """
+    vals = [float(s) for s in strategy_scores]
+    finite = sorted({v for v in vals if not math.isnan(v)}, reverse=True)
+    n_ranks = len(finite) + (1 if any(math.isnan(v) for v in vals) else 0)
+    if n_ranks <= 1:
+        return [0.0] * len(vals)
+    rank = {v: i for i, v in enumerate(finite)}
+    return [(n_ranks - 1 if math.isnan(v) else rank[v]) / (n_ranks - 1) for v in vals]
+
+
+# --------------------------------------------------------------------------------------------
+# the tool
+# --------------------------------------------------------------------------------------------
+
+
+class LabelStudioTool:
+    """``LabelingTool`` over one Label Studio project (found or created by title).
+
+    ``url`` and ``token`` (a legacy 40-hex token or a personal access token) build an SDK
+    client on first use; or pass ``client`` (a ``label_studio_sdk.LabelStudio``).
+    ``max_retries``: the SDK's own retries of reads on connection errors, 5xx, 408/409/429
+    (1 s, 2 s, ... backoff); imports are never retried by the SDK (see ``send``).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        project_title: str,
+        classes: Sequence[str],
+        text_field: str = "text",
+        client: LabelStudio | None = None,
+        project_id: int | None = None,
+        batch_size: int = 500,
+        page_size: int = 500,
+        overlap: timedelta = timedelta(seconds=5),
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        set_model_version_on_send: bool = True,
+    ) -> None:
+        if client is None and not token:
+            raise DataError(
+                f"LabelStudioTool for {url} needs an API token or an SDK client.",
+                "pass token= (see <home>/labelstudio/credentials.json for the local server)",
+            )
+        if batch_size < 1 or page_size < 1:
+            raise DataError(
+                f"batch_size and page_size must be >= 1; got {batch_size} and {page_size}.",
+                "use e.g. 500",
+            )
+        if not project_title.strip():
+            raise DataError("Label Studio project title is empty.", "give a project title")
+        self.url = url.rstrip("/")
+        self._token = token
+        self._client = client
+        self.project_title = project_title
+        self.classes = _check_classes(classes)
+        self.text_field = text_field
+        self.config_xml = label_config(self.classes, text_field)
+        self.project_id = project_id
+        self.batch_size = int(batch_size)
+        self.page_size = int(page_size)
+        self.overlap = overlap
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.set_model_version_on_send = set_model_version_on_send
+        self._choices_name = CHOICES_NAME
+        self._to_name = "text"
+        self._model_version: str | None = None
+        self._project_checked = False
+        self.last_rejections: tuple[Rejection, ...] = ()
+        self.last_cursor: datetime | None = None
+        self.last_send: SendResult | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"LabelStudioTool(url={self.url!r}, project_title={self.project_title!r}, "
+            f"project_id={self.project_id}, classes={list(self.classes)})"
+        )
+
+    # -- client and errors ---------------------------------------------------------------
+    @property
+    def client(self) -> LabelStudio:
+        if self._client is None:
+            from label_studio_sdk import LabelStudio
+
+            with self._call("connecting"):
+                self._client = LabelStudio(
+                    base_url=self.url,
+                    api_key=self._token or "",
+                    timeout=self.timeout,
+                    max_retries=self.max_retries,
+                )
+        return self._client
+
+    @contextlib.contextmanager
+    def _call(self, what: str) -> Iterator[None]:
+        """Turn SDK and transport exceptions into LabelingToolError (never with the token)."""
+        import httpx
+        from label_studio_sdk.core.api_error import ApiError
+
+        try:
+            yield
+        except ApiError as err:
+            status = err.status_code
+            transient = status is None or status >= 500 or status in (408, 409, 429)
+            raise (_TransientError if transient else LabelingToolError)(
+                f"Label Studio at {self.url}: {what} failed with HTTP {status}: "
+                f"{_detail(err.body)}.",
+                _fix_for_status(status),
+            ) from None
+        except httpx.TimeoutException as err:
+            raise _TransientError(
+                f"Label Studio at {self.url}: {what} timed out after {self.timeout:.0f} s "
+                f"({type(err).__name__}).",
+                "check the server is not overloaded (see its log), or raise the timeout",
+            ) from err
+        except httpx.HTTPError as err:
+            raise _TransientError(
+                f"Label Studio at {self.url}: {what} failed: {type(err).__name__}: {err}.",
+                "check Label Studio is running at that URL (deploy/labelstudio/start.sh starts "
+                "the local one) and the URL setting is right",
+            ) from err
+
+    def _api(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with self._call(what):
+            return fn(*args, **kwargs)
+
+    # -- project -------------------------------------------------------------------------
+    def ensure_project(self, *, update_config: bool = False) -> int:
+        """Find the project titled ``project_title`` (exact title) or create it with the
+        generated config; returns its id.
+
+        An existing project whose classes differ raises ``LabelingToolError`` naming the
+        differences, unless ``update_config`` (then its config is replaced; Label Studio refuses
+        when existing annotations use a removed class).
+        """
+        if self.project_id is not None and self._project_checked:
+            return self.project_id
+        client = self.client
+        project: Any
+        if self.project_id is not None:
+            project = self._api(
+                f"reading project {self.project_id}", client.projects.get, id=self.project_id
+            )
+        else:
+            matches = self._find_projects(self.project_title)
+            if len(matches) > 1:
+                ids = sorted(int(p.id) for p in matches)
+                raise LabelingToolError(
+                    f"Label Studio at {self.url} has {len(matches)} projects titled "
+                    f"{self.project_title!r} (ids {ids}); expected one.",
+                    "rename or delete the extra ones, or configure the project id",
+                )
+            if not matches:
+                project = self._api(
+                    f"creating project {self.project_title!r}",
+                    client.projects.create,
+                    title=self.project_title,
+                    label_config=self.config_xml,
+                    sampling="Uncertainty sampling",
+                    description="Active-learning queue managed by alloop.",
+                )
+                self.project_id = int(project.id)
+                self._project_checked = True
+                self._model_version = None
+                return self.project_id
+            project = matches[0]
+        pid = int(project.id)
+        config = parse_label_config(str(getattr(project, "label_config", "") or ""))
+        problems = self._config_problems(config)
+        if problems:
+            if not update_config:
+                raise LabelingToolError(
+                    f"Label Studio project {getattr(project, 'title', '')!r} (id {pid}) at "
+                    f"{self.url} does not match this loop: {'; '.join(problems)}.",
+                    "use another project title for these classes, or update the project's "
+                    "labeling config (Settings > Labeling Interface, or ensure_project("
+                    "update_config=True))",
+                )
+            self._api(
+                f"updating the labeling config of project {pid}",
+                client.projects.update,
+                id=pid,
+                label_config=self.config_xml,
+            )
+            config = parse_label_config(self.config_xml)
+        self._choices_name = config.choices_name
+        self._to_name = config.to_name
+        self.project_id = pid
+        self._model_version = getattr(project, "model_version", None) or None
+        self._project_checked = True
+        return pid
+
+    def _find_projects(self, title: str) -> list[Any]:
+        out: list[Any] = []
+        page = 1
+        while True:
+            pager: Any = self._api(
+                "listing projects",
+                self.client.projects.list,
+                title=title,
+                page=page,
+                page_size=100,
+            )
+            items = list(pager.items or [])
+            out.extend(p for p in items if getattr(p, "title", None) == title)
+            total = getattr(pager.response, "count", None)
+            if not items or len(items) < 100 or (total is not None and page * 100 >= total):
+                return out
+            page += 1
+
+    def _config_problems(self, config: LabelConfig) -> list[str]:
+        problems = []
+        have, want = list(config.classes), list(self.classes)
+        missing = [c for c in want if c not in have]
+        extra = [c for c in have if c not in want]
+        if missing:
+            problems.append(f"classes missing in the project: {missing}")
+        if extra:
+            problems.append(f"classes in the project but not in the loop: {extra}")
+        if config.text_value != f"${self.text_field}":
+            problems.append(
+                f"its text tag reads {config.text_value!r}, expected ${self.text_field}"
+            )
+        if not config.single:
+            problems.append('its <Choices> allows multiple choices, expected choice="single"')
+        return problems
+
+    def set_model_version(self, version: str) -> None:
+        """Make predictions of ``version`` the ones annotators see as pre-annotations."""
+        pid = self.ensure_project()
+        self._api(
+            f"setting model_version of project {pid}",
+            self.client.projects.update,
+            id=pid,
+            model_version=version,
+        )
+        self._model_version = version
+
+    # -- webhooks ------------------------------------------------------------------------
+    def register_webhook(self, url: str, headers: Mapping[str, str] | None = None) -> int:
+        """Have Label Studio POST this project's annotation events to ``url`` (idempotent on
+        the URL); returns the webhook id. ``headers`` are sent as given with every event (Label
+        Studio signs nothing: put a shared secret here and check it on receipt)."""
+        pid = self.ensure_project()
+        hooks = self._api(
+            f"listing webhooks of project {pid}", self.client.webhooks.list, project=str(pid)
+        )
+        for hook in hooks or []:
+            if getattr(hook, "url", None) == url and getattr(hook, "project", None) == pid:
+                return int(hook.id)
+        hook = self._api(
+            f"registering a webhook for project {pid}",
+            self.client.webhooks.create,
+            url=url,
+            project=pid,
+            send_payload=True,
+            send_for_all_actions=False,
+            actions=list(WEBHOOK_ACTIONS),
+            headers=dict(headers or {}),
+        )
+        return int(hook.id)
+
+    def parse_webhook(self, payload: Mapping[str, Any]) -> WebhookEvent:
+        """``parse_webhook`` with this project's classes and choices name; an event of another
+        project comes back empty (acknowledge and ignore it)."""
+        event = parse_webhook(payload, self.classes, choices_name=self._choices_name)
+        if (
+            event.project_id is not None
+            and self.project_id is not None
+            and event.project_id != self.project_id
+        ):
+            return WebhookEvent(event.action, event.project_id)
+        return event
+
+    # -- send ----------------------------------------------------------------------------
+    def send(self, requests: Sequence[LabelRequest]) -> None:
+        """Create a task (with a prediction) for each item that has none yet. See ``push``."""
+        self.push(requests)
+
+    def push(self, requests: Sequence[LabelRequest]) -> SendResult:
+        """``send`` with a report. Idempotent on the item id (see the module docstring)."""
+        t0 = time.perf_counter()
+        unique: dict[str, LabelRequest] = {}
+        for r in requests:
+            unique.setdefault(str(r.item.id), r)
+        reqs = list(unique.values())
+        for r in reqs:
+            self._check_request(r)
+        if not reqs:
+            self.last_send = SendResult(0, 0, 0, 0)
+            return self.last_send
+        pid = self.ensure_project()
+        scores = dict(zip(unique, queue_scores([r.score for r in reqs]), strict=True))
+        existing = self._existing(list(unique))
+        todo = [r for r in reqs if str(r.item.id) not in existing]
+        created: list[int] = []
+        removed = 0
+        for start in range(0, len(todo), self.batch_size):
+            batch = todo[start : start + self.batch_size]
+            tasks = [self._task(r, scores[str(r.item.id)]) for r in batch]
+            created.extend(self._import_batch(pid, tasks))
+            removed += self._dedupe([str(r.item.id) for r in batch], all_present=True)
+        if self.set_model_version_on_send:
+            versions = {r.model_version for r in reqs if r.model_version}
+            if len(versions) == 1:
+                (version,) = versions
+                if version != self._model_version:
+                    self.set_model_version(version)
+        self.last_send = SendResult(
+            requested=len(reqs),
+            imported=len(created),
+            already_present=len(existing),
+            duplicates_removed=removed,
+            task_ids=tuple(created),
+            seconds=time.perf_counter() - t0,
+        )
+        return self.last_send
+
+    def _check_request(self, r: LabelRequest) -> None:
+        if not isinstance(r.item.text, str) or not r.item.text.strip():
+            raise DataError(
+                f"Item {r.item.id!r} has an empty text; Label Studio would show an empty task.",
+                "drop or fix that item in the source data",
+            )
+        if r.prediction is not None and r.prediction not in self.classes:
+            raise DataError(
+                f"Request for item {r.item.id!r} predicts {r.prediction!r}, which is not one of "
+                f"the classes {list(self.classes)}.",
+                "train and predict over the same class list the Label Studio project uses",
+            )
+
+    def _task(self, r: LabelRequest, queue_score: float) -> dict[str, Any]:
+        result: list[dict[str, Any]] = []
+        if r.prediction is not None:
+            result = [
+                {
+                    "from_name": self._choices_name,
+                    "to_name": self._to_name,
+                    "type": "choices",
+                    "value": {"choices": [r.prediction]},
+                }
+            ]
+        prediction: dict[str, Any] = {"result": result, "score": queue_score}
+        if r.model_version:
+            prediction["model_version"] = r.model_version
+        return {
+            "data": {self.text_field: r.item.text, ID_FIELD: str(r.item.id), KIND_FIELD: r.kind},
+            "predictions": [prediction],
+        }
+
+    def _import_batch(self, pid: int, tasks: list[dict[str, Any]], attempts: int = 3) -> list[int]:
+        """Import without the SDK's retries. After a transient failure (transport error, 5xx,
+        408/409/429) look up what landed anyway and import only the rest; other refusals
+        (e.g. 400) are raised at once. Returns the ids of the tasks of ``tasks``."""
+        pending = tasks
+        created: list[int] = []
+        for attempt in range(attempts):
+            try:
+                with self._call(f"importing {len(pending)} tasks into project {pid}"):
+                    resp = self.client.projects.import_tasks(
+                        id=pid,
+                        request=cast(Any, pending),  # plain dicts: the SDK sends them as is
+                        return_task_ids=True,
+                        request_options={"max_retries": 0},
+                    )
+            except _TransientError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.5 * 2**attempt)
+                landed = self._lookup(
+                    [t["data"][ID_FIELD] for t in pending], skip_if_count=lambda n, k: n == 0
+                )
+                created.extend(int(t["id"]) for t in landed)
+                landed_ids = {str(t["data"][ID_FIELD]) for t in landed}
+                pending = [t for t in pending if t["data"][ID_FIELD] not in landed_ids]
+                if not pending:
+                    return created
+                continue
+            created.extend(int(i) for i in (getattr(resp, "task_ids", None) or []))
+            return created
+        return created
+
+    def remove_duplicates(self, item_ids: Sequence[str]) -> int:
+        """Delete extra tasks of the same item among ``item_ids``; returns how many.
+
+        Keeps the task with annotations (the lowest id of those) or else the lowest id; a task
+        that has annotations is never deleted. ``send`` runs this after every import batch.
+        """
+        return self._dedupe(item_ids, all_present=False)
+
+    def _dedupe(self, item_ids: Sequence[str], *, all_present: bool) -> int:
+        """``all_present``: every id is known to have a task (just imported), so a chunk whose
+        match count equals its size has no duplicate and is not listed."""
+        tasks_by_item: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        for task in self._lookup(
+            item_ids, skip_if_count=(lambda n, k: n <= k) if all_present else None
+        ):
+            tasks_by_item[str(task["data"][ID_FIELD])].append(task)
+        removed = 0
+        for tasks in tasks_by_item.values():
+            if len(tasks) < 2:
+                continue
+            annotated = [t for t in tasks if _n_annotations(t) > 0]
+            keep = min(annotated or tasks, key=lambda t: int(t["id"]))
+            for t in tasks:
+                if t is keep or _n_annotations(t) > 0:
+                    continue
+                self._api(
+                    f"deleting duplicate task {t['id']}", self.client.tasks.delete, id=t["id"]
+                )
+                removed += 1
+        return removed
+
+    def _existing(self, item_ids: Sequence[str]) -> set[str]:
+        return {
+            str(t["data"][ID_FIELD])
+            for t in self._lookup(item_ids, skip_if_count=lambda n, k: n == 0)
+        }
+
+    def _lookup(
+        self,
+        item_ids: Sequence[str],
+        skip_if_count: Callable[[int, int], bool] | None = None,
+    ) -> list[Mapping[str, Any]]:
+        """Tasks (task_only fields) whose ``data.alloop_id`` is one of ``item_ids``.
+
+        Listing costs ~1 ms per task on the server (serialization); counting the matches of a
+        chunk is ~0.07 s. With ``skip_if_count(matches, chunk_size)`` a chunk is counted first
+        and not listed when the predicate holds (e.g. no match at all).
+        """
+        pid = self.ensure_project()
+        out: list[Mapping[str, Any]] = []
+        for chunk in _chunks_by_size(list(dict.fromkeys(item_ids)), self.batch_size):
+            flt = {
+                "filter": f"filter:tasks:data.{ID_FIELD}",
+                "operator": "in_list",
+                "type": "String",
+                "value": chunk,
+            }
+            if skip_if_count is not None:
+                n = self._count(pid, [flt], what="counting sent items")
+                if skip_if_count(n, len(chunk)):
+                    continue
+            out.extend(
+                self._list_tasks(pid, [flt], fields="task_only", what="looking up sent items")
+            )
+        return out
+
+    def _count(self, pid: int, filters: list[dict[str, Any]], *, what: str) -> int:
+        query = json.dumps({"filters": {"conjunction": "and", "items": filters}})
+        pager: Any = self._api(
+            f"{what} (project {pid})",
+            self.client.tasks.list,
+            project=pid,
+            fields="task_only",
+            page=1,
+            page_size=1,
+            query=query,
+        )
+        total = getattr(pager.response, "total", None)
+        if not isinstance(total, int):
+            raise LabelingToolError(
+                f"Label Studio at {self.url}: the task list of project {pid} has no 'total' count.",
+                "check the server is Label Studio 1.23.x",
+            )
+        return total
+
+    # -- fetch ---------------------------------------------------------------------------
+    def fetch_labels(self, since: datetime | None) -> LabelSnapshot:
+        """The current labels of every task changed after ``since`` (all tasks when None).
+        Rejections and the next cursor are kept in ``last_rejections`` / ``last_cursor``."""
+        return self.fetch(since).snapshot
+
+    def fetch(self, since: datetime | None) -> FetchResult:
+        """Poll Label Studio; see the module docstring for the window and the cursor."""
+        if since is not None and (since.tzinfo is None or since.utcoffset() is None):
+            raise DataError(
+                f"fetch_labels(since=...) needs a timezone-aware datetime; got naive {since}.",
+                "pass datetime.now(UTC) style values (or the cursor of the previous fetch)",
+            )
+        pid = self.ensure_project()
+        filters: list[dict[str, Any]] = []
+        if since is not None:
+            start = (since - self.overlap).astimezone(UTC).replace(tzinfo=None)
+            filters.append(
+                {
+                    "filter": "filter:tasks:updated_at",
+                    "operator": "greater",
+                    "type": "Datetime",
+                    "value": start.strftime(_LS_DATETIME),
+                }
+            )
+        item_ids: dict[str, None] = {}
+        labels: list[Label] = []
+        rejections: list[Rejection] = []
+        cursor = since
+        n_tasks = 0
+        for task in self._list_tasks(pid, filters, fields="all", what="fetching annotations"):
+            n_tasks += 1
+            updated = _parse_time(task.get("updated_at"))
+            if updated is not None and (cursor is None or updated > cursor):
+                cursor = updated
+            anns = [a for a in (task.get("annotations") or []) if isinstance(a, Mapping)]
+            data = task.get("data")
+            item = data.get(ID_FIELD) if isinstance(data, Mapping) else None
+            if item is None:
+                rejections.extend(
+                    Rejection(
+                        None, str(a.get("id", "")), f"task {task.get('id')} has no {ID_FIELD}"
+                    )
+                    for a in anns
+                )
+                continue
+            item_id = str(item)
+            item_ids[item_id] = None
+            for ann in anns:
+                out = annotation_to_label(ann, item_id, self.classes, self._choices_name)
+                (labels if isinstance(out, Label) else rejections).append(out)  # type: ignore[arg-type]
+        result = FetchResult(
+            snapshot=LabelSnapshot(source=SOURCE, item_ids=tuple(item_ids), labels=tuple(labels)),
+            rejections=tuple(rejections),
+            cursor=cursor,
+            tasks_seen=n_tasks,
+        )
+        self.last_rejections = result.rejections
+        self.last_cursor = result.cursor
+        return result
+
+    def _list_tasks(
+        self, pid: int, filters: list[dict[str, Any]], *, fields: str, what: str
+    ) -> Iterator[Mapping[str, Any]]:
+        """All tasks matching ``filters``, ordered by id, walked by ``id > last`` pages."""
+        last_id = 0
+        while True:
+            items = [
+                *filters,
+                {
+                    "filter": "filter:tasks:id",
+                    "operator": "greater",
+                    "type": "Number",
+                    "value": last_id,
+                },
+            ]
+            query = json.dumps(
+                {"filters": {"conjunction": "and", "items": items}, "ordering": ["tasks:id"]}
+            )
+            pager: Any = self._api(
+                f"{what} (tasks of project {pid} after id {last_id})",
+                self.client.tasks.list,
+                project=pid,
+                fields=fields,
+                page=1,
+                page_size=self.page_size,
+                query=query,
+            )
+            tasks = [_as_dict(t) for t in (pager.items or [])]
+            yield from tasks
+            if len(tasks) < self.page_size:
+                return
+            last_id = max(int(t["id"]) for t in tasks)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    dump = getattr(obj, "model_dump", None)
+    if dump is None:
+        raise LabelingToolError(
+            f"Label Studio returned a {type(obj).__name__} where a task was expected.",
+            "check label-studio-sdk is 2.1.2",
+        )
+    return dict(dump(mode="json", by_alias=True))
+
+
+def _n_annotations(task: Mapping[str, Any]) -> int:
+    return int(task.get("total_annotations") or 0) + int(task.get("cancelled_annotations") or 0)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _user(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        value = value.get("id", value.get("email"))
+    return None if value is None else str(value)
+
+
+def _chunks_by_size(ids: list[str], max_n: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    size = 0
+    for i in ids:
+        cost = len(json.dumps(i)) + 2
+        if chunk and (len(chunk) >= max_n or size + cost > _LOOKUP_QUERY_CHARS):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(i)
+        size += cost
+    if chunk:
+        yield chunk
+
+
+def _detail(body: Any) -> str:
+    if isinstance(body, Mapping):
+        for key in ("detail", "validation_errors", "message", "error"):
+            if body.get(key):
+                return str(body[key])[:500]
+    text = str(body)
+    return text[:500] + ("..." if len(text) > 500 else "")
+
+
+def _fix_for_status(status: int | None) -> str:
+    if status in (401, 403):
+        return (
+            "check the API token: a legacy token needs legacy tokens enabled for the "
+            "organization (LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true when it is created), or use "
+            "a personal access token"
+        )
+    if status == 404:
+        return "the project or task may have been deleted: check the project id / title setting"
+    if status is not None and status >= 500:
+        return "Label Studio failed internally: see its server log"
+    return "see the message above; the request was refused as sent"

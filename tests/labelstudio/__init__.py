@@ -1,0 +1,1 @@
+"""Tests of the Label Studio server and connector (real server where marked)."""
