@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from loop.contracts import Embedder, Store, Trainer
+from loop.contracts import Embedder, LabelingTool, Store, Trainer
 from loop.controller import Controller, evaluate
 from loop.errors import ConfigError, DataError
 from loop.metrics import normalised_auc
@@ -67,8 +67,17 @@ def run_simulation(
     config: SimulationConfig,
     embedder: Embedder | None = None,
     progress: Progress = SILENT,
+    make_tool: Callable[[str, int, Mapping[str, str]], tuple[LabelingTool, Callable[[], None]]] | None = None,
 ) -> dict[str, Any]:
-    """Run every (seed, strategy) and return the summary (see ``write_summary``)."""
+    """Run every (seed, strategy) and return the summary (see ``write_summary``).
+
+    ``make_tool(tag, seed, train_gold) -> (tool, answer)`` gives the labeling tool of one run and
+    a function called after every iteration to let the annotators answer; the default is the
+    in-process oracle (answers at once)."""
+    if make_tool is None:
+        def make_tool(tag: str, seed: int, train_gold: Mapping[str, str]) -> tuple[LabelingTool, Callable[[], None]]:
+            return OracleTool(train_gold), lambda: None
+
     train_items = [it for it in items if it.split == "train"]
     test_items = [it for it in items if it.split == "test"]
     if not test_items:
@@ -91,25 +100,31 @@ def run_simulation(
             for name in names:
                 t0 = time.perf_counter()
                 store = make_store(f"{name}-seed{seed}")
+                tool, answer = make_tool(f"{name}-seed{seed}", seed, train_gold)
                 try:
                     store.add_items(items)
                     store.add_labels(test_labels)
                     ctrl = Controller(
-                        store, trainer, OracleTool(train_gold), classes=classes,
+                        store, trainer, tool, classes=classes,
                         models_dir=work_dir / "models" / f"{name}-seed{seed}", strategy=name,
                         batch_size=config.step, initial_batch_size=config.initial, min_new_labels=1,
                         cold_start=config.cold_start, embedder=embedder, seed=seed,
                     )
                     ctrl.run_iteration(k=config.initial)  # cold start: nothing to train on yet
+                    answer()
                     asked = config.initial
                     advance(1)
-                    curve: dict[str, list[float]] = {"labels": [], "accuracy": [], "macro_f1": []}
+                    # labels = items asked so far (the budget spent); trained_on = labels the model
+                    # saw (fewer when annotators skip or tie)
+                    curve: dict[str, list[float]] = {"labels": [], "trained_on": [], "accuracy": [], "macro_f1": []}
                     while True:
                         k = min(config.step, config.budget - asked)
                         rep = ctrl.run_iteration(k=k)
+                        answer()
                         advance(1)
                         if rep.trained:
-                            curve["labels"].append(rep.n_labels)
+                            curve["labels"].append(asked)
+                            curve["trained_on"].append(rep.n_labels)
                             curve["accuracy"].append(rep.metrics["test_accuracy"])
                             curve["macro_f1"].append(rep.metrics["test_macro_f1"])
                         asked += rep.selected
