@@ -1,0 +1,1061 @@
+"""``SqlStore``: the ``Store`` contract on SQLAlchemy Core (SQLite or PostgreSQL).
+
+Every public write is one transaction. On SQLite, writes start with ``BEGIN IMMEDIATE`` so two
+stores on one file serialise instead of interleaving; on PostgreSQL a write that loses a race on
+a unique constraint is retried once (the second pass sees the winner's rows and is idempotent).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import groupby
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import URL, Connection, Engine, Row
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from connectors.store import models as m
+from connectors.store.engine import create_store_engine, parse_url, redact, write_transaction
+from connectors.store.migrate import (
+    connection_error,
+    head_revision,
+    revision_of,
+    upgrade_connection,
+)
+from loop.errors import StoreError
+from loop.records import (
+    ITERATION_STEPS,
+    SPLITS,
+    AddItemsResult,
+    Item,
+    Iteration,
+    Label,
+    LabelSnapshot,
+    LabelWriteResult,
+    ModelVersion,
+    Query,
+    TrainingSet,
+)
+
+T = TypeVar("T")
+
+ITERATION_STATUSES: tuple[str, ...] = ("running", "done", "failed")
+MODEL_STATUSES: tuple[str, ...] = ("candidate", "promoted", "rejected")
+# Ids per IN (...) list: far below SQLite's 32,766 and PostgreSQL's 65,535 bound parameters.
+_CHUNK = 2000
+_SHOW = 5  # ids quoted in an error message
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _is_transient(err: OperationalError) -> bool:
+    """A PostgreSQL deadlock or serialisation failure: the transaction may simply be retried."""
+    return getattr(err.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES
+
+
+def _chunks(values: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _show(ids: Iterable[str]) -> str:
+    ids = list(ids)
+    head = ", ".join(repr(i) for i in ids[:_SHOW])
+    return f"{head} (and {len(ids) - _SHOW} more)" if len(ids) > _SHOW else head
+
+
+def _json(value: Any, what: str) -> Any:
+    """``value`` as stored JSON (mappings become dicts); StoreError when it cannot be."""
+    if isinstance(value, Mapping):
+        value = dict(value)
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise StoreError(
+            f"Expected {what} to be JSON (dicts, lists, str, finite numbers, bool, None); "
+            f"found {err}.",
+            "convert the value to plain JSON types (NaN and infinity are not allowed: use None).",
+        ) from err
+    return value
+
+
+def _require_str(value: Any, what: str, *, empty: bool = False) -> str:
+    if not isinstance(value, str) or (not empty and not value):
+        raise StoreError(
+            f"Expected {what} to be a non-empty string; found {value!r}.",
+            f"give every record a string {what}.",
+        )
+    return value
+
+
+def _check_choice(value: str, allowed: Sequence[str], what: str) -> str:
+    if value not in allowed:
+        raise StoreError(
+            f"Expected {what} to be one of {', '.join(allowed)}; found {value!r}.",
+            f"use one of {', '.join(allowed)}.",
+        )
+    return value
+
+
+@dataclass(slots=True)
+class _LabelState:
+    """A label row as it will be after the batch (``id`` None until inserted)."""
+
+    id: int | None
+    value: str | None
+    skipped: bool
+    annotator: str | None
+    withdrawn: bool
+    created_at: datetime
+    dirty: bool = False
+
+
+def _item_columns() -> tuple[sa.Column[Any], ...]:
+    """The columns an ``Item`` needs (not ``created_at``: parsing it is most of the read cost)."""
+    return (m.items.c.id, m.items.c.text, m.items.c.split, m.items.c.meta)
+
+
+def _item(row: Row[Any]) -> Item:
+    return Item(id=row.id, text=row.text, split=row.split, meta=dict(row.meta or {}))
+
+
+def _label(row: Row[Any]) -> Label:
+    return Label(
+        item_id=row.item_id,
+        value=row.value,
+        source=row.source,
+        annotation_id=row.annotation_id,
+        annotator=row.annotator,
+        created_at=row.created_at,
+        skipped=bool(row.skipped),
+    )
+
+
+def _query(row: Row[Any]) -> Query:
+    return Query(
+        item_id=row.item_id,
+        iteration=row.iteration,
+        score=float(row.score),
+        rank=row.rank,
+        strategy=row.strategy,
+        model_version=row.model_version,
+        kind=row.kind,
+        sent=bool(row.sent),
+    )
+
+
+def _model_version(row: Row[Any]) -> ModelVersion:
+    return ModelVersion(
+        id=row.id,
+        trainer=row.trainer,
+        path=row.path,
+        classes=tuple(row.classes),
+        n_labels=row.n_labels,
+        label_revision=row.label_revision,
+        metrics=dict(row.metrics),
+        config=dict(row.config),
+        iteration=row.iteration,
+        status=row.status,
+        created_at=row.created_at,
+    )
+
+
+def _iteration(row: Row[Any]) -> Iteration:
+    return Iteration(
+        number=row.number,
+        status=row.status,
+        step=row.step,
+        model_version=row.model_version,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        timings=dict(row.timings),
+        info=dict(row.info),
+    )
+
+
+def _later_step(current: str, target: str) -> str:
+    """Steps only move forward: the later of ``current`` and ``target``."""
+    order = {step: i for i, step in enumerate(ITERATION_STEPS)}
+    return target if order.get(target, 0) > order.get(current, -1) else current
+
+
+class SqlStore:
+    """Persistent state of one project in one SQL database (implements ``loop.contracts.Store``).
+
+    Open with ``SqlStore.open(url)``; ``url`` is ``sqlite:///path/alloop.db`` (the directory is
+    created) or ``postgresql+psycopg://user@host:5432/db``. Usable as a context manager.
+    """
+
+    def __init__(self, engine: Engine, url: URL) -> None:
+        """Wrap an engine whose database is already at the current schema (see ``open``)."""
+        self._engine = engine
+        self._url = url
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> SqlStore:
+        """Connect to ``url`` and, with ``migrate``, upgrade its schema to the newest revision.
+
+        Raises StoreError when the database cannot be reached, or when ``migrate`` is False and
+        the schema is not current (run ``alloop db upgrade``)."""
+        parsed = parse_url(url)
+        engine = create_store_engine(parsed)
+        shown = redact(parsed)
+        try:
+            with engine.connect() as conn:
+                current = revision_of(conn)
+            head = head_revision()
+            if current != head:
+                if not migrate:
+                    raise StoreError(
+                        f"Expected the store at {shown} to be at schema revision {head!r}; "
+                        f"found {current!r}.",
+                        "run `alloop db upgrade` (or open it with migrate=True) to migrate it.",
+                    )
+                with write_transaction(engine) as conn:
+                    upgrade_connection(conn, shown)
+        except StoreError:
+            engine.dispose()
+            raise
+        except SQLAlchemyError as err:
+            engine.dispose()
+            raise connection_error(parsed, "open the store", err) from err
+        return cls(engine, parsed)
+
+    @property
+    def url(self) -> str:
+        """The database URL with its password hidden."""
+        return redact(self._url)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._engine.dialect.name
+
+    def close(self) -> None:
+        """Release the connections; the store cannot be used afterwards."""
+        if not self._closed:
+            self._closed = True
+            self._engine.dispose()
+
+    def __enter__(self) -> SqlStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SqlStore({self.url!r})"
+
+    # -- transactions --------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(
+                f"Expected an open store; the store at {self.url} was closed.",
+                "open it again with SqlStore.open(url).",
+            )
+
+    @contextmanager
+    def _read(self, doing: str) -> Iterator[Connection]:
+        self._check_open()
+        try:
+            with self._engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as err:
+            raise connection_error(self._url, doing, err) from err
+
+    def _write(self, doing: str, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in one write transaction; retry once after losing a uniqueness race."""
+        self._check_open()
+        for attempt in (1, 2):
+            try:
+                with write_transaction(self._engine) as conn:
+                    return work(conn)
+            except (IntegrityError, OperationalError) as err:
+                lost_race = isinstance(err, IntegrityError) or _is_transient(err)
+                if not lost_race:
+                    raise connection_error(self._url, doing, err) from err
+                if attempt == 2:
+                    raise StoreError(
+                        f"Could not {doing} (database {self.url}): lost a race with another "
+                        f"writer twice in a row ({str(err.orig).strip().splitlines()[0]}).",
+                        "another process is writing the same records; retry, and report a bug "
+                        "if it persists.",
+                    ) from err
+            except SQLAlchemyError as err:
+                raise connection_error(self._url, doing, err) from err
+        raise StoreError(f"Could not {doing}.")  # pragma: no cover - the loop always returns
+
+    def _missing_items(self, conn: Connection, ids: Iterable[str]) -> list[str]:
+        wanted = sorted(set(ids))
+        found: set[str] = set()
+        for chunk in _chunks(wanted):
+            found.update(conn.scalars(sa.select(m.items.c.id).where(m.items.c.id.in_(chunk))))
+        return [i for i in wanted if i not in found]
+
+    def _require_items(self, conn: Connection, ids: Iterable[str], doing: str) -> None:
+        missing = self._missing_items(conn, ids)
+        if missing:
+            raise StoreError(
+                f"Expected every item id to {doing} to exist in the store; "
+                f"{len(missing)} unknown: {_show(missing)}.",
+                "add the items first (alloop import / Store.add_items); nothing was written.",
+            )
+
+    # -- items ---------------------------------------------------------------------------
+    def add_items(self, items: Iterable[Item]) -> AddItemsResult:
+        """Insert new items in one transaction; all-or-nothing.
+
+        An id already stored (or repeated in the batch) with the same text and split counts as
+        existing; the same id with another text or split raises StoreError."""
+        batch: dict[str, Item] = {}
+        total = 0
+        for item in items:
+            total += 1
+            if not isinstance(item, Item):
+                raise StoreError(f"Expected Item records; found {type(item).__name__}.")
+            _require_str(item.id, "item id")
+            _require_str(item.text, f"text of item {item.id!r}", empty=True)
+            _check_choice(item.split, SPLITS, f"split of item {item.id!r}")
+            if item.meta:
+                _json(item.meta, f"meta of item {item.id!r}")
+            seen = batch.get(item.id)
+            if seen is None:
+                batch[item.id] = item
+            elif (seen.text, seen.split) != (item.text, item.split):
+                raise StoreError(
+                    f"Expected each item id once per batch; {item.id!r} appears twice with "
+                    "different text or split.",
+                    "de-duplicate the input (ids must be unique); nothing was written.",
+                )
+        if not batch:
+            return AddItemsResult(added=0, existing=0)
+        ids = list(batch)
+
+        def work(conn: Connection) -> AddItemsResult:
+            conflicts: list[str] = []
+            stored: set[str] = set()
+            for chunk in _chunks(ids):
+                rows = conn.execute(
+                    sa.select(m.items.c.id, m.items.c.text, m.items.c.split).where(
+                        m.items.c.id.in_(chunk)
+                    )
+                )
+                for row in rows:
+                    stored.add(row.id)
+                    item = batch[row.id]
+                    if (row.text, row.split) != (item.text, item.split):
+                        conflicts.append(row.id)
+            if conflicts:
+                raise StoreError(
+                    f"Expected existing item ids to keep their text and split; {len(conflicts)} "
+                    f"differ from the stored items: {_show(sorted(conflicts))}.",
+                    "give changed texts new ids (an id names one text forever); nothing was "
+                    "written.",
+                )
+            now = _now()
+            new = [
+                {
+                    "id": item.id,
+                    "text": item.text,
+                    "split": item.split,
+                    "meta": dict(item.meta),
+                    "created_at": now,
+                }
+                for item_id, item in batch.items()
+                if item_id not in stored
+            ]
+            if new:
+                conn.execute(m.items.insert(), new)
+            return AddItemsResult(added=len(new), existing=total - len(new))
+
+        return self._write("add items", work)
+
+    def get_items(self, ids: Sequence[str]) -> list[Item]:
+        """Items in the order of ``ids``; an unknown id raises StoreError."""
+        wanted = list(ids)
+        found: dict[str, Item] = {}
+        with self._read("read items") as conn:
+            for chunk in _chunks(sorted(set(wanted))):
+                for row in conn.execute(sa.select(*_item_columns()).where(m.items.c.id.in_(chunk))):
+                    found[row.id] = _item(row)
+        missing = [i for i in dict.fromkeys(wanted) if i not in found]
+        if missing:
+            raise StoreError(
+                f"Expected every requested item id to exist; {len(missing)} unknown: "
+                f"{_show(missing)}.",
+                "check the ids (they are the ids given at import).",
+            )
+        return [found[i] for i in wanted]
+
+    def items(self, split: str | None = None) -> list[Item]:
+        """All items (of ``split`` when given), ordered by id."""
+        stmt = sa.select(*_item_columns()).order_by(m.items.c.id)
+        if split is not None:
+            stmt = stmt.where(m.items.c.split == _check_choice(split, SPLITS, "split"))
+        with self._read("read items") as conn:
+            return [_item(row) for row in conn.execute(stmt)]
+
+    def count_items(self, split: str | None = None) -> int:
+        stmt = sa.select(sa.func.count()).select_from(m.items)
+        if split is not None:
+            stmt = stmt.where(m.items.c.split == _check_choice(split, SPLITS, "split"))
+        with self._read("count items") as conn:
+            return int(conn.scalar(stmt) or 0)
+
+    def pool(self) -> list[Item]:
+        """``train`` items never queried, never labeled, never skipped; ordered by id."""
+        i, q, lab = m.items, m.queries, m.labels
+        stmt = (
+            sa.select(*_item_columns())
+            .where(
+                i.c.split == "train",
+                ~sa.exists().where(q.c.item_id == i.c.id),
+                ~sa.exists().where(lab.c.item_id == i.c.id, lab.c.withdrawn.is_(sa.false())),
+            )
+            .order_by(i.c.id)
+        )
+        with self._read("read the pool") as conn:
+            return [_item(row) for row in conn.execute(stmt)]
+
+    # -- labels --------------------------------------------------------------------------
+    def add_labels(self, labels: Iterable[Label]) -> LabelWriteResult:
+        """Write labels, idempotent on ``(source, annotation_id, item_id)``; one transaction.
+
+        Same value (and skip flag) → unchanged; another value → updated; a withdrawn annotation
+        given again → updated (active again). ``value=None, skipped=False`` withdraws the
+        annotation (a no-op, counted unchanged, when it is not active). Labels are applied in
+        order, so the last of repeated identities wins. Unknown item ids raise StoreError and
+        nothing is written."""
+        batch = [self._checked_label(label) for label in labels]
+        if not batch:
+            return LabelWriteResult()
+        return self._write("add labels", lambda conn: self._write_labels(conn, batch, None))
+
+    def sync_labels(self, snapshot: LabelSnapshot) -> LabelWriteResult:
+        """Make the active labels of ``snapshot.source`` on ``snapshot.item_ids`` exactly
+        ``snapshot.labels``; other active labels of that source there are withdrawn. One
+        transaction; idempotent."""
+        source = _require_str(snapshot.source, "snapshot source")
+        scope = [_require_str(i, "snapshot item id") for i in snapshot.item_ids]
+        in_scope = set(scope)
+        batch = [self._checked_label(label) for label in snapshot.labels]
+        strays = [
+            f"{label.item_id!r}/{label.source!r}"
+            for label in batch
+            if label.source != source or label.item_id not in in_scope
+        ]
+        if strays:
+            raise StoreError(
+                f"Expected every label of a snapshot of {source!r} to have that source and one "
+                f"of its item ids; {len(strays)} do not: {_show(strays)}.",
+                "build the snapshot from one source and list every labelled item in item_ids.",
+            )
+        if not scope:
+            return LabelWriteResult()
+        return self._write(
+            "sync labels", lambda conn: self._write_labels(conn, batch, (source, in_scope))
+        )
+
+    @staticmethod
+    def _checked_label(label: Label) -> Label:
+        if not isinstance(label, Label):
+            raise StoreError(f"Expected Label records; found {type(label).__name__}.")
+        _require_str(label.item_id, "label item id")
+        _require_str(label.source, f"label source (item {label.item_id!r})")
+        _require_str(label.annotation_id, f"label annotation id (item {label.item_id!r})")
+        if label.annotator is not None:
+            _require_str(label.annotator, f"annotator (item {label.item_id!r})", empty=True)
+        if label.value is not None:
+            _require_str(label.value, f"label value (item {label.item_id!r})")
+        if label.skipped and label.value is not None:
+            raise StoreError(
+                f"Expected a skip to have no value; annotation {label.annotation_id!r} on item "
+                f"{label.item_id!r} is skipped with value {label.value!r}.",
+                "set value=None for skips, or skipped=False for answers.",
+            )
+        return label
+
+    def _write_labels(
+        self,
+        conn: Connection,
+        batch: Sequence[Label],
+        scope: tuple[str, set[str]] | None,
+    ) -> LabelWriteResult:
+        """Apply ``batch`` in order (and, for a snapshot, withdraw the rest of ``scope``)."""
+        lab = m.labels
+        item_ids = {label.item_id for label in batch} | (scope[1] if scope else set())
+        self._require_items(conn, item_ids, "label")
+        sources = {label.source for label in batch} | ({scope[0]} if scope else set())
+        state: dict[tuple[str, str, str], _LabelState] = {}
+        for chunk in _chunks(sorted(item_ids)):
+            rows = conn.execute(
+                sa.select(lab).where(lab.c.item_id.in_(chunk), lab.c.source.in_(sorted(sources)))
+            )
+            for row in rows:
+                state[(row.source, row.annotation_id, row.item_id)] = _LabelState(
+                    id=row.id,
+                    value=row.value,
+                    skipped=bool(row.skipped),
+                    annotator=row.annotator,
+                    withdrawn=bool(row.withdrawn),
+                    created_at=row.created_at,
+                )
+        now = _now()
+        inserted = updated = unchanged = withdrawn = 0
+        events: list[tuple[tuple[str, str, str], str, str | None, bool]] = []
+        for label in batch:
+            key = (label.source, label.annotation_id, label.item_id)
+            cur = state.get(key)
+            if label.value is None and not label.skipped:
+                if cur is None or cur.withdrawn:
+                    unchanged += 1
+                    continue
+                cur.withdrawn, cur.dirty = True, True
+                withdrawn += 1
+                events.append((key, "withdraw", cur.value, cur.skipped))
+                continue
+            annotator = label.annotator
+            if cur is None:
+                state[key] = _LabelState(
+                    id=None,
+                    value=label.value,
+                    skipped=label.skipped,
+                    annotator=annotator,
+                    withdrawn=False,
+                    created_at=_utc(label.created_at) or now,
+                    dirty=True,
+                )
+                inserted += 1
+                events.append((key, "insert", label.value, label.skipped))
+                continue
+            same = (
+                not cur.withdrawn
+                and cur.value == label.value
+                and cur.skipped == label.skipped
+                and (annotator is None or annotator == cur.annotator)
+            )
+            if same:
+                unchanged += 1
+                continue
+            cur.value, cur.skipped, cur.withdrawn, cur.dirty = (
+                label.value,
+                label.skipped,
+                False,
+                True,
+            )
+            if annotator is not None:
+                cur.annotator = annotator
+            updated += 1
+            events.append((key, "update", label.value, label.skipped))
+        if scope is not None:
+            source, in_scope = scope
+            given = {(label.source, label.annotation_id, label.item_id) for label in batch}
+            for key, cur in sorted(state.items()):
+                if key[0] == source and key[2] in in_scope and key not in given:
+                    if not cur.withdrawn:
+                        cur.withdrawn, cur.dirty = True, True
+                        withdrawn += 1
+                        events.append((key, "withdraw", cur.value, cur.skipped))
+
+        new_keys = [key for key, cur in state.items() if cur.id is None]
+        if new_keys:
+            new_rows = [
+                {
+                    "item_id": key[2],
+                    "source": key[0],
+                    "annotation_id": key[1],
+                    "annotator": state[key].annotator,
+                    "value": state[key].value,
+                    "skipped": state[key].skipped,
+                    "withdrawn": state[key].withdrawn,
+                    "created_at": state[key].created_at,
+                    "updated_at": now,
+                }
+                for key in new_keys
+            ]
+            stmt = lab.insert().returning(lab.c.id, sort_by_parameter_order=True)
+            for key, label_id in zip(new_keys, conn.scalars(stmt, new_rows), strict=True):
+                state[key].id = label_id
+                state[key].dirty = False
+        # by id: concurrent writers lock rows in the same order and cannot deadlock
+        changed = sorted((cur for cur in state.values() if cur.dirty), key=lambda c: c.id or 0)
+        if changed:
+            conn.execute(
+                lab.update()
+                .where(lab.c.id == sa.bindparam("_id"))
+                .values(
+                    value=sa.bindparam("_value"),
+                    skipped=sa.bindparam("_skipped"),
+                    annotator=sa.bindparam("_annotator"),
+                    withdrawn=sa.bindparam("_withdrawn"),
+                    updated_at=sa.bindparam("_updated_at"),
+                ),
+                [
+                    {
+                        "_id": cur.id,
+                        "_value": cur.value,
+                        "_skipped": cur.skipped,
+                        "_annotator": cur.annotator,
+                        "_withdrawn": cur.withdrawn,
+                        "_updated_at": now,
+                    }
+                    for cur in changed
+                ],
+            )
+        if events:
+            conn.execute(
+                m.label_events.insert(),
+                [
+                    {
+                        "label_id": state[key].id,
+                        "item_id": key[2],
+                        "action": action,
+                        "value": value,
+                        "skipped": skipped,
+                        "created_at": now,
+                    }
+                    for key, action, value, skipped in events
+                ],
+            )
+        return LabelWriteResult(
+            inserted=inserted, updated=updated, unchanged=unchanged, withdrawn=withdrawn
+        )
+
+    def labels(self, item_ids: Sequence[str] | None = None) -> list[Label]:
+        """Active (not withdrawn) labels, skips included; ordered by item id, then first write."""
+        lab = m.labels
+        base = sa.select(lab).where(lab.c.withdrawn.is_(sa.false()))
+        with self._read("read labels") as conn:
+            if item_ids is None:
+                rows = list(conn.execute(base.order_by(lab.c.item_id, lab.c.id)))
+            else:
+                rows = []
+                for chunk in _chunks(sorted(set(item_ids))):
+                    rows.extend(conn.execute(base.where(lab.c.item_id.in_(chunk))))
+                rows.sort(key=lambda r: (r.item_id, r.id))
+        return [_label(row) for row in rows]
+
+    def label_revision(self) -> int:
+        """Grows with every label insert, update or withdrawal (the id of the last event)."""
+        with self._read("read the label revision") as conn:
+            return int(conn.scalar(sa.select(sa.func.max(m.label_events.c.id))) or 0)
+
+    def training_set(self, split: str = "train") -> TrainingSet:
+        """One label per item of ``split`` by majority vote over its active, non-skipped labels.
+
+        Ties are left out and listed in ``ties``; items whose active labels are all skips are
+        not included. ``agreement`` is the mean, over items with >= 2 answers, of the fraction
+        of annotator pairs that agree (None when no item has 2 answers). Ordered by item id."""
+        _check_choice(split, SPLITS, "split")
+        i, lab = m.items, m.labels
+        stmt = (
+            sa.select(i.c.id, i.c.text, lab.c.value)
+            .select_from(i.join(lab, lab.c.item_id == i.c.id))
+            .where(
+                i.c.split == split,
+                lab.c.withdrawn.is_(sa.false()),
+                lab.c.skipped.is_(sa.false()),
+            )
+            .order_by(i.c.id, lab.c.id)
+        )
+        ids: list[str] = []
+        texts: list[str] = []
+        values: list[str] = []
+        ties: list[str] = []
+        agreements: list[float] = []
+        with self._read("read the training set") as conn:
+            rows = conn.execute(stmt).all()
+        for (item_id, text), group in groupby(rows, key=lambda r: (r.id, r.text)):
+            votes = Counter(r.value for r in group)
+            n = sum(votes.values())
+            if n >= 2:
+                agreeing = sum(c * (c - 1) for c in votes.values())
+                agreements.append(agreeing / (n * (n - 1)))
+            ranked = votes.most_common(2)
+            if len(ranked) == 2 and ranked[0][1] == ranked[1][1]:
+                ties.append(item_id)
+                continue
+            ids.append(item_id)
+            texts.append(text)
+            values.append(ranked[0][0])
+        agreement = sum(agreements) / len(agreements) if agreements else None
+        return TrainingSet(
+            item_ids=tuple(ids),
+            texts=tuple(texts),
+            labels=tuple(values),
+            ties=tuple(ties),
+            agreement=agreement,
+        )
+
+    # -- queries -------------------------------------------------------------------------
+    def record_queries(self, iteration: int, queries: Sequence[Query]) -> int:
+        """Record the iteration's selection and move it to step ``selected``, in one transaction.
+
+        Returns how many were recorded. When the iteration already has queries this is a no-op
+        returning 0. Raises StoreError for an unknown iteration or item, a query of another
+        iteration, an item twice in the batch, or an item already asked in an earlier
+        iteration (an item is asked at most once); nothing is written then."""
+        batch = list(queries)
+        seen: set[str] = set()
+        for q in batch:
+            if not isinstance(q, Query):
+                raise StoreError(f"Expected Query records; found {type(q).__name__}.")
+            _require_str(q.item_id, "query item id")
+            if q.iteration != iteration:
+                raise StoreError(
+                    f"Expected every query to belong to iteration {iteration}; the query for "
+                    f"{q.item_id!r} says iteration {q.iteration}.",
+                    "record each iteration's queries separately.",
+                )
+            if q.item_id in seen:
+                raise StoreError(
+                    f"Expected each item at most once per selection; {q.item_id!r} repeats.",
+                    "de-duplicate the selection (top-k returns distinct indices).",
+                )
+            seen.add(q.item_id)
+            if not isinstance(q.score, int | float) or not math.isfinite(q.score):
+                raise StoreError(
+                    f"Expected a finite score for the query of {q.item_id!r}; found {q.score!r}.",
+                    "check the strategy's output (scores must be finite).",
+                )
+            _require_str(q.strategy, f"strategy of the query of {q.item_id!r}")
+            _require_str(q.kind, f"kind of the query of {q.item_id!r}")
+
+        def work(conn: Connection) -> int:
+            # the row lock serialises concurrent recordings of one iteration (PostgreSQL)
+            it = conn.execute(
+                sa.select(m.iterations).where(m.iterations.c.number == iteration).with_for_update()
+            ).first()
+            if it is None:
+                raise StoreError(
+                    f"Expected iteration {iteration} to exist before recording its queries; "
+                    "it does not.",
+                    "start it with begin_iteration() first.",
+                )
+            done = conn.scalar(sa.select(sa.exists().where(m.queries.c.iteration == iteration)))
+            if done:
+                return 0
+            ids = [q.item_id for q in batch]
+            self._require_items(conn, ids, "query")
+            asked: list[str] = []
+            for chunk in _chunks(sorted(ids)):
+                asked.extend(
+                    f"{r.item_id!r} (iteration {r.iteration})"
+                    for r in conn.execute(
+                        sa.select(m.queries.c.item_id, m.queries.c.iteration).where(
+                            m.queries.c.item_id.in_(chunk)
+                        )
+                    )
+                )
+            if asked:
+                raise StoreError(
+                    f"Expected items not asked before; {len(asked)} were already queried: "
+                    f"{_show(asked)}.",
+                    "select from Store.pool() only; nothing was written.",
+                )
+            now = _now()
+            if batch:
+                conn.execute(
+                    m.queries.insert(),
+                    [
+                        {
+                            "item_id": q.item_id,
+                            "iteration": iteration,
+                            "score": float(q.score),
+                            "rank": int(q.rank),
+                            "strategy": q.strategy,
+                            "model_version": q.model_version,
+                            "kind": q.kind,
+                            "sent": bool(q.sent),
+                            "created_at": now,
+                        }
+                        for q in batch
+                    ],
+                )
+            conn.execute(
+                m.iterations.update()
+                .where(m.iterations.c.number == iteration)
+                .values(step=_later_step(it.step, "selected"))
+            )
+            return len(batch)
+
+        return self._write("record queries", work)
+
+    def queries(self, iteration: int | None = None, *, sent: bool | None = None) -> list[Query]:
+        """Recorded queries, ordered by iteration, then rank, then item id."""
+        q = m.queries
+        stmt = sa.select(q).order_by(q.c.iteration, q.c.rank, q.c.item_id)
+        if iteration is not None:
+            stmt = stmt.where(q.c.iteration == iteration)
+        if sent is not None:
+            stmt = stmt.where(q.c.sent.is_(sa.true() if sent else sa.false()))
+        with self._read("read queries") as conn:
+            return [_query(row) for row in conn.execute(stmt)]
+
+    def mark_sent(self, item_ids: Sequence[str]) -> None:
+        """Mark the queries of ``item_ids`` as sent (idempotent). An id with no recorded query
+        raises StoreError and nothing is marked."""
+        ids = sorted({_require_str(i, "item id") for i in item_ids})
+        if not ids:
+            return
+
+        def work(conn: Connection) -> None:
+            q = m.queries
+            known: set[str] = set()
+            for chunk in _chunks(ids):
+                known.update(conn.scalars(sa.select(q.c.item_id).where(q.c.item_id.in_(chunk))))
+            missing = [i for i in ids if i not in known]
+            if missing:
+                raise StoreError(
+                    f"Expected a recorded query for every item marked sent; {len(missing)} have "
+                    f"none: {_show(missing)}.",
+                    "record the queries (record_queries) before sending them.",
+                )
+            for chunk in _chunks(ids):
+                conn.execute(q.update().where(q.c.item_id.in_(chunk)).values(sent=True))
+
+        self._write("mark queries sent", work)
+
+    # -- model versions ------------------------------------------------------------------
+    def add_model_version(self, mv: ModelVersion) -> None:
+        """Record a model version; when ``mv.iteration`` is set, that iteration moves to step
+        ``trained`` (never backwards) with this version, in the same transaction.
+
+        Adding the same version again is a no-op; another version under a used id raises
+        StoreError."""
+        _require_str(mv.id, "model version id")
+        _require_str(mv.trainer, f"trainer of model version {mv.id!r}")
+        _require_str(mv.path, f"path of model version {mv.id!r}", empty=True)
+        classes = [_require_str(c, f"class of model version {mv.id!r}") for c in mv.classes]
+        _check_choice(mv.status, MODEL_STATUSES, f"status of model version {mv.id!r}")
+        metrics = _json(mv.metrics, f"metrics of model version {mv.id!r}")
+        config = _json(mv.config, f"config of model version {mv.id!r}")
+        mvs = m.model_versions
+
+        def work(conn: Connection) -> None:
+            old = conn.execute(sa.select(mvs).where(mvs.c.id == mv.id)).first()
+            if old is not None:
+                same = (old.trainer, old.path, list(old.classes), old.iteration) == (
+                    mv.trainer,
+                    mv.path,
+                    classes,
+                    mv.iteration,
+                ) and (old.n_labels, old.label_revision) == (mv.n_labels, mv.label_revision)
+                if same:
+                    return
+                raise StoreError(
+                    f"Expected a new model version id; {mv.id!r} is already recorded with "
+                    "another trainer, path, classes, iteration or training data.",
+                    "give every trained model a fresh id.",
+                )
+            it = None
+            if mv.iteration is not None:
+                it = conn.execute(
+                    sa.select(m.iterations)
+                    .where(m.iterations.c.number == mv.iteration)
+                    .with_for_update()
+                ).first()
+                if it is None:
+                    raise StoreError(
+                        f"Expected iteration {mv.iteration} of model version {mv.id!r} to "
+                        "exist; it does not.",
+                        "begin the iteration first, or leave ModelVersion.iteration None.",
+                    )
+            seq = int(conn.scalar(sa.select(sa.func.max(mvs.c.seq))) or 0) + 1
+            conn.execute(
+                mvs.insert().values(
+                    id=mv.id,
+                    seq=seq,
+                    trainer=mv.trainer,
+                    path=mv.path,
+                    classes=classes,
+                    n_labels=int(mv.n_labels),
+                    label_revision=int(mv.label_revision),
+                    metrics=metrics,
+                    config=config,
+                    iteration=mv.iteration,
+                    status=mv.status,
+                    created_at=_utc(mv.created_at) or _now(),
+                )
+            )
+            if it is not None:
+                conn.execute(
+                    m.iterations.update()
+                    .where(m.iterations.c.number == mv.iteration)
+                    .values(step=_later_step(it.step, "trained"), model_version=mv.id)
+                )
+
+        self._write("add a model version", work)
+
+    def get_model_version(self, version_id: str) -> ModelVersion:
+        mvs = m.model_versions
+        with self._read("read a model version") as conn:
+            row = conn.execute(sa.select(mvs).where(mvs.c.id == version_id)).first()
+        if row is None:
+            raise StoreError(
+                f"Expected a recorded model version {version_id!r}; there is none.",
+                "list the versions with model_versions() (or `alloop status`).",
+            )
+        return _model_version(row)
+
+    def model_versions(self) -> list[ModelVersion]:
+        """Oldest first (by creation time, then order of recording)."""
+        mvs = m.model_versions
+        with self._read("read model versions") as conn:
+            rows = conn.execute(sa.select(mvs).order_by(mvs.c.created_at, mvs.c.seq))
+            return [_model_version(row) for row in rows]
+
+    def set_model_status(self, version_id: str, status: str) -> None:
+        """Set the status (candidate | promoted | rejected) of a recorded model version."""
+        _check_choice(status, MODEL_STATUSES, "model status")
+        mvs = m.model_versions
+
+        def work(conn: Connection) -> None:
+            result = conn.execute(mvs.update().where(mvs.c.id == version_id).values(status=status))
+            if result.rowcount == 0:
+                raise StoreError(
+                    f"Expected a recorded model version {version_id!r}; there is none.",
+                    "list the versions with model_versions() (or `alloop status`).",
+                )
+
+        self._write("set a model status", work)
+
+    # -- iterations ----------------------------------------------------------------------
+    def begin_iteration(self, info: Mapping[str, Any]) -> Iteration:
+        """Start iteration ``last + 1`` (numbers start at 1; status running, step begin).
+        Raises StoreError if an unfinished iteration exists (resume that one instead)."""
+        stored_info = _json(info, "iteration info")
+        its = m.iterations
+
+        def work(conn: Connection) -> Iteration:
+            running = conn.execute(
+                sa.select(its).where(its.c.status == "running").order_by(its.c.number)
+            ).first()
+            if running is not None:
+                raise StoreError(
+                    f"Expected no unfinished iteration before starting a new one; iteration "
+                    f"{running.number} is still running (step {running.step!r}).",
+                    f"resume iteration {running.number}, or end it with "
+                    f"update_iteration({running.number}, status='failed').",
+                )
+            number = int(conn.scalar(sa.select(sa.func.max(its.c.number))) or 0) + 1
+            row = {
+                "number": number,
+                "status": "running",
+                "step": "begin",
+                "model_version": None,
+                "started_at": _now(),
+                "finished_at": None,
+                "timings": {},
+                "info": stored_info,
+            }
+            conn.execute(its.insert().values(**row))
+            return Iteration(**row)
+
+        return self._write("begin an iteration", work)
+
+    def unfinished_iteration(self) -> Iteration | None:
+        """The running iteration, if any."""
+        its = m.iterations
+        with self._read("read iterations") as conn:
+            row = conn.execute(
+                sa.select(its).where(its.c.status == "running").order_by(its.c.number.desc())
+            ).first()
+        return None if row is None else _iteration(row)
+
+    def update_iteration(
+        self,
+        number: int,
+        *,
+        step: str | None = None,
+        status: str | None = None,
+        timings: Mapping[str, float] | None = None,
+        info: Mapping[str, Any] | None = None,
+    ) -> Iteration:
+        """Set step/status; ``timings`` and ``info`` are merged into what is there. Moving to
+        status done or failed stamps ``finished_at``; back to running clears it."""
+        if step is not None:
+            _check_choice(step, ITERATION_STEPS, "iteration step")
+        if status is not None:
+            _check_choice(status, ITERATION_STATUSES, "iteration status")
+        new_timings = _json(timings or {}, "iteration timings")
+        new_info = _json(info or {}, "iteration info")
+        its = m.iterations
+
+        def work(conn: Connection) -> Iteration:
+            row = conn.execute(
+                sa.select(its).where(its.c.number == number).with_for_update()
+            ).first()
+            if row is None:
+                raise StoreError(
+                    f"Expected iteration {number} to exist; it does not.",
+                    "start iterations with begin_iteration(); list them with iterations().",
+                )
+            values: dict[str, Any] = {
+                "step": step if step is not None else row.step,
+                "status": status if status is not None else row.status,
+                "timings": {**dict(row.timings), **new_timings},
+                "info": {**dict(row.info), **new_info},
+                "finished_at": row.finished_at,
+            }
+            if status in ("done", "failed") and (row.status == "running" or not row.finished_at):
+                values["finished_at"] = _now()
+            elif status == "running":
+                values["finished_at"] = None
+            conn.execute(its.update().where(its.c.number == number).values(**values))
+            return Iteration(
+                number=number,
+                model_version=row.model_version,
+                started_at=row.started_at,
+                **values,
+            )
+
+        return self._write("update an iteration", work)
+
+    def iterations(self) -> list[Iteration]:
+        """All iterations, by number."""
+        its = m.iterations
+        with self._read("read iterations") as conn:
+            return [_iteration(row) for row in conn.execute(sa.select(its).order_by(its.c.number))]
+
+    # -- key/value metadata --------------------------------------------------------------
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        with self._read("read metadata") as conn:
+            row = conn.execute(sa.select(m.meta.c.value).where(m.meta.c.key == key)).first()
+        return default if row is None else row.value
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store a JSON value under ``key`` (replacing what was there)."""
+        _require_str(key, "metadata key")
+        stored = _json(value, f"metadata {key!r}")
+        insert = pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert
+
+        def work(conn: Connection) -> None:
+            stmt = insert(m.meta).values(key=key, value=stored)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["key"], set_={"value": stmt.excluded.value}
+                )
+            )
+
+        self._write("write metadata", work)

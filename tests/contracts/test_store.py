@@ -1,0 +1,824 @@
+"""Contract suite for ``Store`` (loop/contracts.py), run on SQLite and PostgreSQL.
+
+Every docstring promise of the contract has a test here: idempotency, all-or-nothing batches,
+label updates and withdrawals, skips leaving the pool, majority vote / ties / agreement on
+hand-computed cases, atomic and idempotent ``record_queries``, the iteration lifecycle, meta,
+reopening, migrations matching the models, and two stores writing one database at once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from connectors.store import SqlStore, current_revision, head_revision, upgrade
+from connectors.store import models as m
+from loop.contracts import Store
+from loop.errors import StoreError
+from loop.records import (
+    AddItemsResult,
+    Item,
+    Label,
+    LabelSnapshot,
+    LabelWriteResult,
+    ModelVersion,
+    Query,
+)
+
+
+def items_(*ids: str, split: str = "train") -> list[Item]:
+    return [Item(id=i, text=f"text of {i}", split=split) for i in ids]
+
+
+def lab(item_id: str, value: str | None, ann: str, *, source: str = "ls", **kw: Any) -> Label:
+    return Label(item_id=item_id, value=value, source=source, annotation_id=ann, **kw)
+
+
+def skip(item_id: str, ann: str, *, source: str = "ls") -> Label:
+    return Label(item_id=item_id, value=None, source=source, annotation_id=ann, skipped=True)
+
+
+def query(item_id: str, iteration: int, rank: int, *, score: float = 0.5, **kw: Any) -> Query:
+    return Query(
+        item_id=item_id, iteration=iteration, score=score, rank=rank, strategy="entropy", **kw
+    )
+
+
+def version(vid: str, iteration: int | None = None, **kw: Any) -> ModelVersion:
+    base: dict[str, Any] = {
+        "trainer": "embed-lr",
+        "path": f"models/{vid}",
+        "classes": ("neg", "pos"),
+        "n_labels": 10,
+        "label_revision": 3,
+        "metrics": {"accuracy": 0.75, "per_class": {"neg": 0.5, "pos": 1.0}},
+        "config": {"C": 1.0},
+    }
+    base.update(kw)
+    return ModelVersion(id=vid, iteration=iteration, **base)
+
+
+def ids(records: list[Any], attr: str = "id") -> list[str]:
+    return [getattr(r, attr) for r in records]
+
+
+# -- the contract itself -------------------------------------------------------------------
+def test_sqlstore_has_every_store_method_with_the_contract_signature(store: SqlStore) -> None:
+    assert isinstance(store, Store)
+    for name, member in vars(Store).items():
+        if name.startswith("_") or not callable(member):
+            continue
+        want = inspect.signature(member)
+        got = inspect.signature(getattr(SqlStore, name))
+        assert list(got.parameters) == list(want.parameters), name
+        for p_name, p in want.parameters.items():
+            assert got.parameters[p_name].kind == p.kind, (name, p_name)
+            assert got.parameters[p_name].default == p.default, (name, p_name)
+
+
+# -- items ---------------------------------------------------------------------------------
+def test_add_items_counts_new_and_existing_and_is_idempotent(store: SqlStore) -> None:
+    assert store.add_items(items_("a", "b", "c")) == AddItemsResult(added=3, existing=0)
+    assert store.add_items([]) == AddItemsResult(added=0, existing=0)
+    again = store.add_items(items_("a", "b", "c"))
+    assert (again.added, again.existing) == (0, 3)
+    mixed = store.add_items(items_("c", "d") + items_("t1", split="test"))
+    assert (mixed.added, mixed.existing) == (2, 1)
+    assert store.count_items() == 5
+    assert store.count_items("train") == 4
+    assert store.count_items("test") == 1
+    assert store.count_items("eval") == 0
+
+
+def test_add_items_accepts_a_generator_and_repeated_identical_ids(store: SqlStore) -> None:
+    res = store.add_items(Item(id=i, text=i) for i in ["x", "y", "x"])
+    assert (res.added, res.existing) == (2, 1)
+    assert ids(store.items()) == ["x", "y"]
+
+
+def test_item_fields_and_meta_round_trip(store: SqlStore) -> None:
+    meta = {"source": "csv", "row": 7, "tags": ["a", "é"], "nested": {"ok": True, "x": None}}
+    store.add_items([Item(id="a", text="Ünïcode ✓ text", split="eval", meta=meta)])
+    (got,) = store.get_items(["a"])
+    assert got == Item(id="a", text="Ünïcode ✓ text", split="eval", meta=meta)
+    assert store.items("eval") == [got]
+    assert store.items("train") == []
+
+
+def test_changed_text_of_existing_id_raises_and_writes_nothing(store: SqlStore) -> None:
+    store.add_items(items_("a"))
+    batch = [Item(id="new", text="fresh"), Item(id="a", text="another text")]
+    with pytest.raises(StoreError, match="'a'"):
+        store.add_items(batch)
+    assert ids(store.items()) == ["a"]
+    assert store.get_items(["a"])[0].text == "text of a"
+
+
+def test_changed_split_of_existing_id_raises(store: SqlStore) -> None:
+    store.add_items(items_("a"))
+    with pytest.raises(StoreError, match="split"):
+        store.add_items(items_("a", split="test"))
+    assert store.count_items("test") == 0
+
+
+def test_conflicting_duplicate_inside_a_batch_raises_and_writes_nothing(store: SqlStore) -> None:
+    batch = [Item(id="z", text="ok"), Item(id="a", text="one"), Item(id="a", text="two")]
+    with pytest.raises(StoreError, match="'a'"):
+        store.add_items(batch)
+    assert store.count_items() == 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        Item(id="b", text="t", split="training"),
+        Item(id="", text="t"),
+        Item(id="b", text="t", meta={"when": datetime(2024, 1, 1)}),
+        Item(id="b", text="t", meta={"score": math.nan}),
+    ],
+    ids=["unknown-split", "empty-id", "meta-not-json", "meta-nan"],
+)
+def test_invalid_item_raises_and_writes_nothing(store: SqlStore, bad: Item) -> None:
+    with pytest.raises(StoreError, match="Expected"):
+        store.add_items([Item(id="a", text="fine"), bad])
+    assert store.count_items() == 0
+
+
+def test_get_items_keeps_the_requested_order_and_rejects_unknown_ids(store: SqlStore) -> None:
+    store.add_items(items_("a", "b", "c"))
+    assert ids(store.get_items(["c", "a", "c"])) == ["c", "a", "c"]
+    assert store.get_items([]) == []
+    with pytest.raises(StoreError, match="'nope'"):
+        store.get_items(["a", "nope"])
+
+
+def test_items_are_ordered_by_id_bytewise_on_every_backend(store: SqlStore) -> None:
+    raw = ["b", "B", "a", "é", "10", "9", "a-1", "a_1", "Z"]
+    store.add_items(items_(*raw))
+    assert ids(store.items()) == sorted(raw)
+    assert ids(store.pool()) == sorted(raw)
+
+
+# -- pool ----------------------------------------------------------------------------------
+def test_pool_excludes_queried_labeled_and_skipped_items(store: SqlStore) -> None:
+    store.add_items(items_("a", "b", "c", "d", "e", "f"))
+    store.add_items(items_("t", split="test") + items_("v", split="eval"))
+    assert ids(store.pool()) == ["a", "b", "c", "d", "e", "f"]
+    store.add_labels([lab("a", "pos", "1"), skip("b", "2")])
+    it = store.begin_iteration({})
+    store.record_queries(it.number, [query("c", it.number, 0)])
+    assert ids(store.pool()) == ["d", "e", "f"]
+    # a withdrawn label no longer holds the item out of the pool (it was never queried)
+    store.add_labels([lab("a", None, "1")])
+    assert ids(store.pool()) == ["a", "d", "e", "f"]
+    # withdrawing the queried item's label does not return it: it was asked already
+    store.add_labels([lab("c", "neg", "3"), lab("c", None, "3")])
+    assert "c" not in ids(store.pool())
+
+
+# -- labels --------------------------------------------------------------------------------
+def test_add_labels_insert_unchanged_update_and_revision(store: SqlStore) -> None:
+    store.add_items(items_("a", "b"))
+    assert store.label_revision() == 0
+    first = store.add_labels([lab("a", "pos", "1"), lab("b", "neg", "2")])
+    assert first == LabelWriteResult(inserted=2)
+    rev1 = store.label_revision()
+    assert rev1 > 0
+    assert store.add_labels([lab("a", "pos", "1"), lab("b", "neg", "2")]) == LabelWriteResult(
+        unchanged=2
+    )
+    assert store.label_revision() == rev1
+    changed = store.add_labels([lab("a", "neg", "1"), lab("b", "neg", "2")])
+    assert changed == LabelWriteResult(updated=1, unchanged=1)
+    rev2 = store.label_revision()
+    assert rev2 > rev1
+    assert [(x.item_id, x.value) for x in store.labels()] == [("a", "neg"), ("b", "neg")]
+    # the same annotation id on another item, or from another source, is another label
+    store.add_labels([lab("b", "pos", "1"), lab("a", "pos", "1", source="import")])
+    assert len(store.labels()) == 4
+    assert store.label_revision() > rev2
+
+
+def test_withdrawal_and_reactivation(store: SqlStore) -> None:
+    store.add_items(items_("a"))
+    store.add_labels([lab("a", "pos", "1")])
+    rev = store.label_revision()
+    assert store.add_labels([lab("a", None, "1")]) == LabelWriteResult(withdrawn=1)
+    assert store.labels() == []
+    assert store.label_revision() > rev
+    rev = store.label_revision()
+    # withdrawing again, or withdrawing an annotation never seen, changes nothing
+    assert store.add_labels([lab("a", None, "1"), lab("a", None, "zz")]) == LabelWriteResult(
+        unchanged=2
+    )
+    assert store.label_revision() == rev
+    # the annotation given again is active again
+    assert store.add_labels([lab("a", "neg", "1")]) == LabelWriteResult(updated=1)
+    assert [(x.annotation_id, x.value) for x in store.labels()] == [("1", "neg")]
+
+
+def test_repeated_identity_in_one_batch_applies_in_order(store: SqlStore) -> None:
+    store.add_items(items_("a"))
+    res = store.add_labels([lab("a", "pos", "1"), lab("a", "neg", "1"), lab("a", "neg", "1")])
+    assert res == LabelWriteResult(inserted=1, updated=1, unchanged=1)
+    assert [x.value for x in store.labels()] == ["neg"]
+
+
+def test_skip_is_a_label_that_leaves_the_pool_and_is_not_trained_on(store: SqlStore) -> None:
+    store.add_items(items_("a", "b"))
+    assert store.add_labels([skip("a", "1")]) == LabelWriteResult(inserted=1)
+    (got,) = store.labels()
+    assert (got.item_id, got.value, got.skipped) == ("a", None, True)
+    assert ids(store.pool()) == ["b"]
+    assert len(store.training_set()) == 0
+    # a skip turned into an answer is an update
+    assert store.add_labels([lab("a", "pos", "1")]) == LabelWriteResult(updated=1)
+    assert store.training_set().labels == ("pos",)
+
+
+def test_unknown_item_in_a_label_batch_raises_and_writes_nothing(store: SqlStore) -> None:
+    store.add_items(items_("a"))
+    with pytest.raises(StoreError, match="'ghost'"):
+        store.add_labels([lab("a", "pos", "1"), lab("ghost", "neg", "2")])
+    assert store.labels() == []
+    assert store.label_revision() == 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        Label(item_id="a", value="pos", source="ls", annotation_id="1", skipped=True),
+        Label(item_id="a", value="pos", source="", annotation_id="1"),
+        Label(item_id="a", value="", source="ls", annotation_id="1"),
+    ],
+    ids=["skip-with-value", "empty-source", "empty-value"],
+)
+def test_invalid_label_raises_and_writes_nothing(store: SqlStore, bad: Label) -> None:
+    store.add_items(items_("a", "b"))
+    with pytest.raises(StoreError, match="Expected"):
+        store.add_labels([lab("b", "pos", "ok"), bad])
+    assert store.labels() == []
+
+
+def test_several_annotators_per_item_and_labels_filter(store: SqlStore) -> None:
+    store.add_items(items_("a", "b", "c"))
+    store.add_labels(
+        [
+            lab("b", "pos", "1", annotator="ann"),
+            lab("a", "neg", "2", annotator="bob"),
+            lab("a", "pos", "3", annotator="cid"),
+            lab("c", "pos", "4"),
+        ]
+    )
+    got = store.labels(["a", "b"])
+    assert [(x.item_id, x.annotator, x.value) for x in got] == [
+        ("a", "bob", "neg"),
+        ("a", "cid", "pos"),
+        ("b", "ann", "pos"),
+    ]
+    assert store.labels([]) == []
+    assert len(store.labels()) == 4
+
+
+def test_label_timestamps_are_utc_aware(store: SqlStore) -> None:
+    store.add_items(items_("a", "b", "c"))
+    naive = datetime(2024, 5, 1, 12, 0, 0)
+    plus2 = datetime(2024, 5, 1, 14, 0, 0, tzinfo=timezone(timedelta(hours=2)))
+    before = datetime.now(UTC)
+    store.add_labels(
+        [lab("a", "pos", "1", created_at=naive), lab("b", "pos", "2", created_at=plus2)]
+    )
+    store.add_labels([lab("c", "pos", "3")])
+    got = {x.item_id: x.created_at for x in store.labels()}
+    assert got["a"] == datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+    assert got["b"] == datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+    assert all(t is not None and t.utcoffset() == timedelta(0) for t in got.values())
+    assert got["c"] is not None and got["c"] >= before - timedelta(seconds=1)
+
+
+def test_sync_labels_inserts_updates_withdraws_and_is_idempotent(store: SqlStore) -> None:
+    store.add_items(items_("a", "b", "c"))
+    store.add_labels([lab("a", "neg", "imp-a", source="import")])
+    first = LabelSnapshot(
+        source="ls",
+        item_ids=("a", "b"),
+        labels=(lab("a", "pos", "1"), lab("a", "pos", "2"), lab("b", "neg", "3")),
+    )
+    assert store.sync_labels(first) == LabelWriteResult(inserted=3)
+    rev = store.label_revision()
+    assert store.sync_labels(first) == LabelWriteResult(unchanged=3)
+    assert store.label_revision() == rev
+    # annotation 2 deleted in the tool, 3 changed; c was never labeled and has no labels now
+    second = LabelSnapshot(
+        source="ls",
+        item_ids=("a", "b", "c"),
+        labels=(lab("a", "pos", "1"), lab("b", "pos", "3")),
+    )
+    assert store.sync_labels(second) == LabelWriteResult(updated=1, unchanged=1, withdrawn=1)
+    assert store.label_revision() > rev
+    active = {(x.source, x.annotation_id): x.value for x in store.labels()}
+    assert active == {("import", "imp-a"): "neg", ("ls", "1"): "pos", ("ls", "3"): "pos"}
+    # an item listed with no labels loses every label of that source, and only of that source
+    third = LabelSnapshot(source="ls", item_ids=("a",), labels=())
+    assert store.sync_labels(third) == LabelWriteResult(withdrawn=1)
+    active = {(x.source, x.annotation_id): x.value for x in store.labels()}
+    assert active == {("import", "imp-a"): "neg", ("ls", "3"): "pos"}
+    assert store.sync_labels(third) == LabelWriteResult()
+
+
+def test_sync_labels_rejects_foreign_labels_and_unknown_items(store: SqlStore) -> None:
+    store.add_items(items_("a", "b"))
+    store.add_labels([lab("a", "pos", "1")])
+    wrong_source = LabelSnapshot(
+        source="ls", item_ids=("a",), labels=(lab("a", "neg", "9", source="import"),)
+    )
+    outside = LabelSnapshot(source="ls", item_ids=("a",), labels=(lab("b", "neg", "9"),))
+    unknown = LabelSnapshot(source="ls", item_ids=("a", "ghost"), labels=())
+    for snap in (wrong_source, outside, unknown):
+        with pytest.raises(StoreError, match="Expected"):
+            store.sync_labels(snap)
+    assert [(x.item_id, x.value) for x in store.labels()] == [("a", "pos")]
+
+
+# -- training set --------------------------------------------------------------------------
+def test_training_set_majority_ties_and_agreement_by_hand(store: SqlStore) -> None:
+    store.add_items(items_("a", "b", "c", "d", "e", "f", "h") + items_("g", split="test"))
+    store.add_labels(
+        [
+            lab("a", "pos", "a1"),  # 1 answer: pos, no agreement term
+            lab("b", "pos", "b1"),  # pos pos neg: pos; 1 of 3 pairs agree
+            lab("b", "neg", "b2"),
+            lab("b", "pos", "b3"),
+            lab("c", "pos", "c1"),  # pos neg: tie; 0 of 1 pair agrees
+            lab("c", "neg", "c2"),
+            skip("d", "d1"),  # only a skip: neither trained on nor a tie
+            lab("e", "neg", "e1"),  # neg skip neg: neg; 1 of 1 pair agrees
+            skip("e", "e2"),
+            lab("e", "neg", "e3"),
+            lab("f", "pos", "f1"),  # pos + withdrawn neg: pos, 1 answer
+            lab("f", "neg", "f2"),
+            lab("f", None, "f2"),
+            lab("g", "neg", "g1"),  # test split
+        ]
+    )
+    ts = store.training_set()
+    assert ts.item_ids == ("a", "b", "e", "f")
+    assert ts.labels == ("pos", "pos", "neg", "pos")
+    assert ts.texts == tuple(f"text of {i}" for i in ts.item_ids)
+    assert ts.ties == ("c",)
+    assert ts.agreement == pytest.approx((1 / 3 + 0 + 1) / 3)
+    assert len(ts) == 4
+    test = store.training_set("test")
+    assert (test.item_ids, test.labels, test.ties, test.agreement) == (("g",), ("neg",), (), None)
+
+
+def test_training_set_three_way_tie_and_unanimous_agreement(store: SqlStore) -> None:
+    store.add_items(items_("a", "b"))
+    store.add_labels(
+        [lab("a", x, f"a{i}") for i, x in enumerate(["x", "y", "z", "x", "y"])]
+        + [lab("b", "z", f"b{i}") for i in range(4)]
+    )
+    ts = store.training_set()
+    # a: x2 y2 z1 -> tie; pairs agreeing (1 + 1) of 10
+    assert ts.ties == ("a",)
+    assert ts.item_ids == ("b",)
+    assert ts.agreement == pytest.approx((2 / 10 + 1.0) / 2)
+
+
+def test_training_set_of_an_empty_store_and_bad_split(store: SqlStore) -> None:
+    ts = store.training_set()
+    assert (ts.item_ids, ts.labels, ts.ties, ts.agreement) == ((), (), (), None)
+    with pytest.raises(StoreError, match="split"):
+        store.training_set("validation")
+
+
+# -- queries -------------------------------------------------------------------------------
+def test_record_queries_is_atomic_with_the_step_and_idempotent(store: SqlStore) -> None:
+    store.add_items(items_("a", "b", "c", "d"))
+    it = store.begin_iteration({"strategy": "entropy"})
+    batch = [query("c", 1, 0, score=0.9, model_version="mv1"), query("a", 1, 1, score=0.4)]
+    assert store.record_queries(it.number, batch) == 2
+    assert store.iterations()[0].step == "selected"
+    assert store.queries(1) == [
+        Query("c", 1, 0.9, 0, "entropy", model_version="mv1"),
+        Query("a", 1, 0.4, 1, "entropy"),
+    ]
+    assert ids(store.pool()) == ["b", "d"]
+    # recording again for this iteration is a no-op, whatever is given
+    assert store.record_queries(it.number, batch) == 0
+    assert store.record_queries(it.number, [query("b", 1, 0)]) == 0
+    assert [q.item_id for q in store.queries()] == ["c", "a"]
+    assert ids(store.pool()) == ["b", "d"]
+
+
+def test_record_queries_of_an_item_asked_before_raises_and_writes_nothing(
+    store: SqlStore,
+) -> None:
+    store.add_items(items_("a", "b", "c"))
+    store.begin_iteration({})
+    store.record_queries(1, [query("a", 1, 0)])
+    store.update_iteration(1, step="done", status="done")
+    store.begin_iteration({})
+    with pytest.raises(StoreError, match="'a'.*iteration 1"):
+        store.record_queries(2, [query("b", 2, 0), query("a", 2, 1)])
+    assert store.queries(2) == []
+    assert store.iterations()[1].step == "begin"
+    assert store.record_queries(2, [query("b", 2, 0)]) == 1
+
+
+@pytest.mark.parametrize(
+    ("batch", "match"),
+    [
+        ([query("a", 1, 0), query("ghost", 1, 1)], "'ghost'"),
+        ([query("a", 1, 0), query("a", 1, 1)], "'a' repeats"),
+        ([query("a", 2, 0)], "iteration 1"),
+        ([query("a", 1, 0, score=math.nan)], "finite"),
+    ],
+    ids=["unknown-item", "repeated-item", "other-iteration", "nan-score"],
+)
+def test_invalid_query_batch_raises_and_writes_nothing(
+    store: SqlStore, batch: list[Query], match: str
+) -> None:
+    store.add_items(items_("a", "b"))
+    store.begin_iteration({})
+    with pytest.raises(StoreError, match=match):
+        store.record_queries(1, batch)
+    assert store.queries() == []
+    assert store.iterations()[0].step == "begin"
+
+
+def test_record_queries_for_an_unknown_iteration_raises(store: SqlStore) -> None:
+    store.add_items(items_("a"))
+    with pytest.raises(StoreError, match="begin_iteration"):
+        store.record_queries(7, [query("a", 7, 0)])
+    assert store.queries() == []
+
+
+def test_mark_sent_and_filters(store: SqlStore) -> None:
+    store.add_items(items_("a", "b", "c"))
+    store.begin_iteration({})
+    store.record_queries(1, [query("a", 1, 0), query("b", 1, 1), query("c", 1, 2, kind="eval")])
+    store.mark_sent(["a", "c"])
+    store.mark_sent(["a"])
+    assert [q.item_id for q in store.queries(sent=True)] == ["a", "c"]
+    assert [q.item_id for q in store.queries(1, sent=False)] == ["b"]
+    assert store.queries(2) == []
+    assert [q.kind for q in store.queries()] == ["query", "query", "eval"]
+    with pytest.raises(StoreError, match="'zz'"):
+        store.mark_sent(["b", "zz"])
+    assert [q.item_id for q in store.queries(sent=False)] == ["b"]
+
+
+# -- model versions ------------------------------------------------------------------------
+def test_add_model_version_moves_its_iteration_to_trained(store: SqlStore) -> None:
+    it = store.begin_iteration({})
+    mv = version("mv1", iteration=it.number)
+    store.add_model_version(mv)
+    (row,) = store.iterations()
+    assert (row.step, row.model_version) == ("trained", "mv1")
+    got = store.get_model_version("mv1")
+    assert got.created_at is not None and got.created_at.utcoffset() == timedelta(0)
+    assert got == ModelVersion(
+        id="mv1",
+        trainer=mv.trainer,
+        path=mv.path,
+        classes=("neg", "pos"),
+        n_labels=10,
+        label_revision=3,
+        metrics=mv.metrics,
+        config=mv.config,
+        iteration=1,
+        status="candidate",
+        created_at=got.created_at,
+    )
+    # the same version again is a no-op; another version under that id is refused
+    store.add_model_version(mv)
+    with pytest.raises(StoreError, match="'mv1'"):
+        store.add_model_version(version("mv1", iteration=it.number, path="elsewhere"))
+    assert len(store.model_versions()) == 1
+
+
+def test_model_versions_oldest_first_and_status(store: SqlStore) -> None:
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    store.add_model_version(version("late", created_at=t0 + timedelta(days=2)))
+    store.add_model_version(version("early", created_at=t0))
+    store.add_model_version(version("same-time-1", created_at=t0 + timedelta(days=1)))
+    store.add_model_version(version("same-time-2", created_at=t0 + timedelta(days=1)))
+    assert ids(store.model_versions()) == ["early", "same-time-1", "same-time-2", "late"]
+    store.set_model_status("early", "promoted")
+    assert store.get_model_version("early").status == "promoted"
+    with pytest.raises(StoreError, match="status"):
+        store.set_model_status("early", "best")
+    with pytest.raises(StoreError, match="'ghost'"):
+        store.set_model_status("ghost", "rejected")
+    with pytest.raises(StoreError, match="'ghost'"):
+        store.get_model_version("ghost")
+
+
+@pytest.mark.parametrize(
+    ("mv", "match"),
+    [
+        (version("bad", iteration=5), "iteration 5"),
+        (version("bad", metrics={"f1": math.nan}), "JSON"),
+        (version("bad", status="shipped"), "status"),
+    ],
+    ids=["unknown-iteration", "nan-metric", "unknown-status"],
+)
+def test_invalid_model_version_raises_and_writes_nothing(
+    store: SqlStore, mv: ModelVersion, match: str
+) -> None:
+    with pytest.raises(StoreError, match=match):
+        store.add_model_version(mv)
+    assert store.model_versions() == []
+
+
+# -- iterations ----------------------------------------------------------------------------
+def test_iteration_lifecycle(store: SqlStore) -> None:
+    assert store.unfinished_iteration() is None
+    assert store.iterations() == []
+    first = store.begin_iteration({"strategy": "margin"})
+    assert (first.number, first.status, first.step) == (1, "running", "begin")
+    assert first.started_at is not None and first.started_at.utcoffset() == timedelta(0)
+    assert store.unfinished_iteration() == first
+    with pytest.raises(StoreError, match="iteration 1 is still running"):
+        store.begin_iteration({})
+    up = store.update_iteration(1, step="trained", timings={"train": 1.5}, info={"n": 3})
+    up = store.update_iteration(1, timings={"select": 0.25}, info={"why": "forced", "n": 4})
+    assert dict(up.timings) == {"train": 1.5, "select": 0.25}
+    assert dict(up.info) == {"strategy": "margin", "n": 4, "why": "forced"}
+    assert (up.step, up.status, up.finished_at) == ("trained", "running", None)
+    done = store.update_iteration(1, step="done", status="done")
+    assert done.finished_at is not None and done.finished_at >= first.started_at
+    assert store.iterations() == [done]
+    assert store.unfinished_iteration() is None
+    second = store.begin_iteration({})
+    assert second.number == 2
+    failed = store.update_iteration(2, status="failed")
+    assert failed.finished_at is not None
+    assert store.begin_iteration({}).number == 3
+    assert [i.number for i in store.iterations()] == [1, 2, 3]
+
+
+def test_update_iteration_rejects_unknown_number_step_and_status(store: SqlStore) -> None:
+    store.begin_iteration({})
+    with pytest.raises(StoreError, match="iteration 9"):
+        store.update_iteration(9, step="done")
+    with pytest.raises(StoreError, match="step"):
+        store.update_iteration(1, step="finished")
+    with pytest.raises(StoreError, match="status"):
+        store.update_iteration(1, status="ok")
+    with pytest.raises(StoreError, match="JSON"):
+        store.update_iteration(1, timings={"train": math.inf})
+    (it,) = store.iterations()
+    assert (it.step, it.status, dict(it.timings)) == ("begin", "running", {})
+
+
+# -- meta ----------------------------------------------------------------------------------
+def test_meta_round_trip(store: SqlStore) -> None:
+    assert store.get_meta("classes") is None
+    assert store.get_meta("classes", ["x"]) == ["x"]
+    values: dict[str, Any] = {
+        "classes": ["neg", "pos"],
+        "cursor": "2024-05-01T12:00:00Z",
+        "count": 3,
+        "ratio": 0.5,
+        "flag": False,
+        "nested": {"a": [1, {"b": None}], "é": "ü"},
+        "nothing": None,
+    }
+    for k, v in values.items():
+        store.set_meta(k, v)
+    for k, v in values.items():
+        assert store.get_meta(k, "default") == v
+    store.set_meta("classes", ["a", "b", "c"])
+    assert store.get_meta("classes") == ["a", "b", "c"]
+    with pytest.raises(StoreError, match="JSON"):
+        store.set_meta("bad", {"x": math.nan})
+    with pytest.raises(StoreError, match="JSON"):
+        store.set_meta("bad", object())
+    assert store.get_meta("bad") is None
+
+
+# -- lifecycle, migrations -----------------------------------------------------------------
+def test_reopen_finds_the_data(store_url: str) -> None:
+    with SqlStore.open(store_url) as s:
+        s.add_items(items_("a", "b"))
+        s.add_labels([lab("a", "pos", "1")])
+        s.begin_iteration({"k": "v"})
+        s.set_meta("classes", ["neg", "pos"])
+        rev = s.label_revision()
+    with SqlStore.open(store_url, migrate=False) as s:
+        assert ids(s.items()) == ["a", "b"]
+        assert [x.value for x in s.labels()] == ["pos"]
+        assert s.label_revision() == rev
+        assert s.unfinished_iteration() is not None
+        assert s.get_meta("classes") == ["neg", "pos"]
+
+
+def test_closed_store_raises(store_url: str) -> None:
+    s = SqlStore.open(store_url)
+    s.close()
+    s.close()
+    with pytest.raises(StoreError, match="closed"):
+        s.items()
+    with pytest.raises(StoreError, match="closed"):
+        s.add_items(items_("a"))
+
+
+def test_migrated_schema_equals_the_models(store: SqlStore) -> None:
+    engine = store._engine
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(ctx, m.metadata) == []
+        # the comparison does see differences: a model with one more column is reported
+        other = sa.MetaData()
+        for table in m.metadata.tables.values():
+            table.to_metadata(other)
+        other.tables["items"].append_column(sa.Column("extra", sa.Integer()))
+        diff = compare_metadata(MigrationContext.configure(conn), other)
+        assert [d[0] for d in diff] == ["add_column"]
+
+
+def test_the_database_itself_refuses_a_second_running_iteration(store: SqlStore) -> None:
+    store.begin_iteration({})
+    row = {"status": "running", "step": "begin", "started_at": datetime.now(UTC)}
+    with pytest.raises(sa.exc.IntegrityError), store._engine.begin() as conn:
+        conn.execute(m.iterations.insert().values(number=2, timings={}, info={}, **row))
+    store.update_iteration(1, status="done")
+    with store._engine.begin() as conn:
+        conn.execute(m.iterations.insert().values(number=2, timings={}, info={}, **row))
+    assert store.unfinished_iteration() is not None
+
+
+def test_upgrade_and_current_revision_without_opening(store_url: str) -> None:
+    assert current_revision(store_url) is None
+    with pytest.raises(StoreError, match="alloop db upgrade"):
+        SqlStore.open(store_url, migrate=False)
+    assert upgrade(store_url) == head_revision()
+    assert current_revision(store_url) == head_revision()
+    assert upgrade(store_url) == head_revision()  # idempotent
+    with SqlStore.open(store_url, migrate=False) as s:
+        assert s.count_items() == 0
+
+
+def test_a_database_from_a_newer_alloop_is_refused(store_url: str) -> None:
+    with SqlStore.open(store_url) as s:
+        with s._engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'fffffff'")
+    with pytest.raises(StoreError, match="'fffffff'.*does not know"):
+        SqlStore.open(store_url)
+
+
+# -- errors that must be clear ---------------------------------------------------------------
+def test_unreachable_postgres_is_a_store_error_without_the_password() -> None:
+    url = "postgresql://alice:s3cret-pw@127.0.0.1:1/alloop"
+    with pytest.raises(StoreError) as err:
+        SqlStore.open(url)
+    text = str(err.value)
+    assert "s3cret-pw" not in text
+    assert "127.0.0.1:1" in text and "Fix:" in text
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://u:pw@localhost/db", "not a url", ""], ids=["mysql", "garbage", "empty"]
+)
+def test_unsupported_or_malformed_url_is_a_store_error(url: str) -> None:
+    with pytest.raises(StoreError, match="Expected .*URL") as err:
+        SqlStore.open(url)
+    assert ":pw@" not in str(err.value)
+
+
+def test_sqlite_parent_dir_is_created_and_unwritable_parent_is_clear(tmp_path: Path) -> None:
+    deep = tmp_path / "a" / "b" / "c" / "state.db"
+    with SqlStore.open(f"sqlite:///{deep}") as s:
+        s.add_items(items_("a"))
+    assert deep.exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreError, match="directory"):
+        SqlStore.open(f"sqlite:///{blocker / 'sub' / 'state.db'}")
+
+
+def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(tmp_path: Path) -> None:
+    with SqlStore.open(f"sqlite:///{tmp_path / 'state.db'}") as s:
+        with s._engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+        # foreign keys are enforced: a label row for an unknown item is refused by the database
+        with pytest.raises(sa.exc.IntegrityError), s._engine.begin() as conn:
+            conn.execute(
+                m.labels.insert().values(
+                    item_id="ghost",
+                    source="s",
+                    annotation_id="1",
+                    skipped=False,
+                    withdrawn=False,
+                    created_at=datetime.now(UTC),
+                    updated_at=datetime.now(UTC),
+                )
+            )
+
+
+def test_in_memory_sqlite_works() -> None:
+    with SqlStore.open("sqlite://") as s:
+        s.add_items(items_("a", "b"))
+        assert ids(s.pool()) == ["a", "b"]
+
+
+# -- two stores on one database -----------------------------------------------------------
+def _race(n: int, fn: Callable[[int], Any]) -> list[Any]:
+    """Run ``fn(i)`` for i in range(n) in threads started together; results or exceptions."""
+    barrier = threading.Barrier(n)
+    out: list[Any] = [None] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            out[i] = fn(i)
+        except Exception as err:  # collected here, asserted on by the caller
+            out[i] = err
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_two_stores_opening_an_empty_database_at_once_migrate_it_once(store_url: str) -> None:
+    results = _race(2, lambda _k: SqlStore.open(store_url))
+    try:
+        assert all(isinstance(r, SqlStore) for r in results), results
+        assert current_revision(store_url) == head_revision()
+        results[0].add_items(items_("a"))
+        assert ids(results[1].items()) == ["a"]
+    finally:
+        for r in results:
+            if isinstance(r, SqlStore):
+                r.close()
+
+
+@pytest.mark.timeout(120)
+def test_two_stores_writing_at_once_neither_corrupt_nor_duplicate(store_url: str) -> None:
+    a, b = SqlStore.open(store_url), SqlStore.open(store_url)
+    try:
+        pair = (a, b)
+        batch = items_(*(f"i{n:04d}" for n in range(1500)))
+        results = _race(2, lambda k: pair[k].add_items(batch[k * 500 : 1000 + k * 500]))
+        assert not any(isinstance(r, Exception) for r in results), results
+        assert sum(r.added for r in results) == 1500
+        assert sum(r.existing for r in results) == 500
+        assert a.count_items() == 1500
+
+        labels = [lab(f"i{n:04d}", "pos", f"ann{n}") for n in range(300)]
+        results = _race(2, lambda k: pair[k].add_labels(labels))
+        assert not any(isinstance(r, Exception) for r in results), results
+        assert sum(r.inserted for r in results) == 300
+        assert sum(r.unchanged for r in results) == 300
+        assert len(b.labels()) == 300
+
+        results = _race(2, lambda k: pair[k].begin_iteration({"by": k}))
+        began = [r for r in results if not isinstance(r, Exception)]
+        refused = [r for r in results if isinstance(r, Exception)]
+        assert len(began) == 1 and began[0].number == 1
+        assert len(refused) == 1 and isinstance(refused[0], StoreError)
+
+        qs = [query(f"i{n:04d}", 1, n) for n in range(1000, 1100)]
+        results = _race(2, lambda k: pair[k].record_queries(1, qs))
+        assert sorted(results) == [0, 100]
+        assert len(a.queries(1)) == 100
+        assert a.iterations()[0].step == "selected"
+    finally:
+        a.close()
+        b.close()
+
+
+# -- size ----------------------------------------------------------------------------------
+def test_fifty_thousand_items_insert_and_pool(store: SqlStore) -> None:
+    n = 50_000
+    res = store.add_items(Item(id=f"item-{i:06d}", text=f"text number {i}") for i in range(n))
+    assert (res.added, res.existing) == (n, 0)
+    store.add_labels(lab(f"item-{i:06d}", "pos" if i % 2 else "neg", f"a{i}") for i in range(500))
+    pool = store.pool()
+    assert len(pool) == n - 500
+    assert pool[0].id == "item-000500"
+    assert len(store.training_set()) == 500
+    assert (
+        store.add_items(
+            Item(id=f"item-{i:06d}", text=f"text number {i}") for i in range(n)
+        ).existing
+        == n
+    )
