@@ -18,6 +18,7 @@ from loop.records import (
     Item,
     Iteration,
     Label,
+    LabelRejection,
     LabelRequest,
     LabelSnapshot,
     LabelWriteResult,
@@ -116,6 +117,12 @@ class Store(Protocol):
         """``train`` items never queried, never labeled, never skipped; ordered by id."""
         ...
 
+    def assign_split(self, item_ids: Sequence[str], split: str) -> int:
+        """Move items to another split (e.g. pool items into the ``eval`` sample). Only items
+        that were never queried and have no label may move; otherwise StoreError and nothing
+        moves. Items already in ``split`` are left as they are. Returns how many moved."""
+        ...
+
     # -- labels --------------------------------------------------------------------------
     def add_labels(self, labels: Iterable[Label]) -> LabelWriteResult:
         """Idempotent on ``(source, annotation_id, item_id)``: same value → unchanged, other
@@ -128,6 +135,15 @@ class Store(Protocol):
         """Make the active labels of ``snapshot.source`` on each of ``snapshot.item_ids`` exactly
         ``snapshot.labels``: insert or update those given (as ``add_labels``), withdraw the
         others (counted in ``withdrawn``). One transaction; idempotent."""
+        ...
+
+    def record_rejections(self, rejections: Iterable[LabelRejection]) -> int:
+        """Record answers that could not become labels; idempotent on (source, annotation_id,
+        item_id) (a later reason replaces the earlier). Returns how many were new."""
+        ...
+
+    def rejections(self) -> list[LabelRejection]:
+        """Oldest first."""
         ...
 
     def labels(self, item_ids: Sequence[str] | None = None) -> list[Label]:

@@ -50,6 +50,18 @@ class Label:
 
 
 @dataclass(frozen=True, slots=True)
+class LabelRejection:
+    """An answer that could not become a label (a choice outside the classes, a malformed
+    result). Recorded for people to see; never trained on. Identity as for :class:`Label`."""
+
+    item_id: str
+    source: str
+    annotation_id: str
+    reason: str
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LabelWriteResult:
     inserted: int = 0
     updated: int = 0
