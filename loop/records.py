@@ -82,7 +82,10 @@ class LabelSnapshot:
     item_ids: tuple[str, ...]
     labels: tuple[Label, ...]
     # the labeling tool's own "as of" time for this snapshot; the next fetch starts from it
+    # (None: nothing new was seen, keep the previous cursor)
     cursor: datetime | None = None
+    # answers on those items that could not become labels (recorded, never trained on)
+    rejections: tuple[LabelRejection, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,11 @@ def write_summary(summary: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     """Write ``summary.json``, ``curves.csv`` (one row per strategy, seed and point; seed
     ``mean`` for the mean curve) and ``curves.png``. Returns the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"summary": out_dir / "summary.json", "csv": out_dir / "curves.csv", "plot": out_dir / "curves.png"}
+    paths = {
+        "summary": out_dir / "summary.json",
+        "csv": out_dir / "curves.csv",
+        "plot": out_dir / "curves.png",
+    }
     _atomic_write(paths["summary"], json.dumps(summary, indent=2))
     rows: list[list[Any]] = []
     for name, s in summary["strategies"].items():
@@ -48,12 +52,24 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
     for name, s in summary["strategies"].items():
         lo = [a - d for a, d in zip(s["accuracy"], s["accuracy_std"], strict=True)]
         hi = [a + d for a, d in zip(s["accuracy"], s["accuracy_std"], strict=True)]
-        (line,) = ax.plot(s["labels"], s["accuracy"], marker="o", ms=3, label=f"{name} (AUC {s['auc']:.3f})",
-                          ls="--" if name == "random" else "-")
+        (line,) = ax.plot(
+            s["labels"],
+            s["accuracy"],
+            marker="o",
+            ms=3,
+            label=f"{name} (AUC {s['auc']:.3f})",
+            ls="--" if name == "random" else "-",
+        )
         ax.fill_between(s["labels"], lo, hi, color=line.get_color(), alpha=0.15)
     full = summary.get("full_data_accuracy")
     if full:
-        ax.axhline(full["mean"], color="grey", lw=1, ls=":", label=f"all {summary['pool_size']} labels ({full['mean']:.3f})")
+        ax.axhline(
+            full["mean"],
+            color="grey",
+            lw=1,
+            ls=":",
+            label=f"all {summary['pool_size']} labels ({full['mean']:.3f})",
+        )
     cfg = summary["config"]
     ax.set_title(f"{summary['dataset']} — {summary['model']}, {cfg['seeds']} seed(s)")
     ax.set_xlabel("labeled items")

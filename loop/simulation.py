@@ -35,14 +35,24 @@ class SimulationConfig:
 
     def validate(self, pool_size: int) -> None:
         if self.initial < 2:
-            raise ConfigError(f"--initial must be >= 2 (training needs two classes), got {self.initial}.", "raise --initial.")
+            raise ConfigError(
+                f"--initial must be >= 2 (training needs two classes), got {self.initial}.",
+                "raise --initial.",
+            )
         if self.step < 1 or self.seeds < 1:
-            raise ConfigError(f"--step and --seeds must be >= 1, got {self.step} and {self.seeds}.", "raise them.")
+            raise ConfigError(
+                f"--step and --seeds must be >= 1, got {self.step} and {self.seeds}.", "raise them."
+            )
         if self.budget < self.initial:
-            raise ConfigError(f"--budget ({self.budget}) is below --initial ({self.initial}).", "make --budget >= --initial.")
+            raise ConfigError(
+                f"--budget ({self.budget}) is below --initial ({self.initial}).",
+                "make --budget >= --initial.",
+            )
         if self.budget > pool_size:
-            raise ConfigError(f"--budget ({self.budget}) exceeds the pool ({pool_size} unlabeled train items).",
-                              f"use --budget <= {pool_size}.")
+            raise ConfigError(
+                f"--budget ({self.budget}) exceeds the pool ({pool_size} unlabeled train items).",
+                f"use --budget <= {pool_size}.",
+            )
 
 
 def strategy_order(requested: Sequence[str]) -> tuple[str, ...]:
@@ -67,7 +77,8 @@ def run_simulation(
     config: SimulationConfig,
     embedder: Embedder | None = None,
     progress: Progress = SILENT,
-    make_tool: Callable[[str, int, Mapping[str, str]], tuple[LabelingTool, Callable[[], None]]] | None = None,
+    make_tool: Callable[[str, int, Mapping[str, str]], tuple[LabelingTool, Callable[[], None]]]
+    | None = None,
 ) -> dict[str, Any]:
     """Run every (seed, strategy) and return the summary (see ``write_summary``).
 
@@ -75,20 +86,29 @@ def run_simulation(
     a function called after every iteration to let the annotators answer; the default is the
     in-process oracle (answers at once)."""
     if make_tool is None:
-        def make_tool(tag: str, seed: int, train_gold: Mapping[str, str]) -> tuple[LabelingTool, Callable[[], None]]:
+
+        def make_tool(
+            tag: str, seed: int, train_gold: Mapping[str, str]
+        ) -> tuple[LabelingTool, Callable[[], None]]:
             return OracleTool(train_gold), lambda: None
 
     train_items = [it for it in items if it.split == "train"]
     test_items = [it for it in items if it.split == "test"]
     if not test_items:
-        raise DataError(f"dataset {dataset!r} has no test split.", "add a `split` column with `test` rows.")
+        raise DataError(
+            f"dataset {dataset!r} has no test split.", "add a `split` column with `test` rows."
+        )
     missing = [it.id for it in items if it.id not in gold]
     if missing:
-        raise DataError(f"{len(missing)} items have no gold label (first: {missing[:3]}).",
-                        "simulation needs a label on every row.")
+        raise DataError(
+            f"{len(missing)} items have no gold label (first: {missing[:3]}).",
+            "simulation needs a label on every row.",
+        )
     config.validate(len(train_items))
-    test_labels = [Label(item_id=it.id, value=gold[it.id], source="import", annotation_id=f"import:{it.id}")
-                   for it in test_items]
+    test_labels = [
+        Label(item_id=it.id, value=gold[it.id], source="import", annotation_id=f"import:{it.id}")
+        for it in test_items
+    ]
     train_gold = {it.id: gold[it.id] for it in train_items}
     names = strategy_order(config.strategies)
     per: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
@@ -105,10 +125,18 @@ def run_simulation(
                     store.add_items(items)
                     store.add_labels(test_labels)
                     ctrl = Controller(
-                        store, trainer, tool, classes=classes,
-                        models_dir=work_dir / "models" / f"{name}-seed{seed}", strategy=name,
-                        batch_size=config.step, initial_batch_size=config.initial, min_new_labels=1,
-                        cold_start=config.cold_start, embedder=embedder, seed=seed,
+                        store,
+                        trainer,
+                        tool,
+                        classes=classes,
+                        models_dir=work_dir / "models" / f"{name}-seed{seed}",
+                        strategy=name,
+                        batch_size=config.step,
+                        initial_batch_size=config.initial,
+                        min_new_labels=1,
+                        cold_start=config.cold_start,
+                        embedder=embedder,
+                        seed=seed,
                     )
                     ctrl.run_iteration(k=config.initial)  # cold start: nothing to train on yet
                     answer()
@@ -116,7 +144,12 @@ def run_simulation(
                     advance(1)
                     # labels = items asked so far (the budget spent); trained_on = labels the model
                     # saw (fewer when annotators skip or tie)
-                    curve: dict[str, list[float]] = {"labels": [], "trained_on": [], "accuracy": [], "macro_f1": []}
+                    curve: dict[str, list[float]] = {
+                        "labels": [],
+                        "trained_on": [],
+                        "accuracy": [],
+                        "macro_f1": [],
+                    }
                     while True:
                         k = min(config.step, config.budget - asked)
                         rep = ctrl.run_iteration(k=k)
@@ -132,20 +165,39 @@ def run_simulation(
                             break
                 finally:
                     store.close()
-                per[name].append({"seed": seed, **curve, "seconds": round(time.perf_counter() - t0, 2)})
+                per[name].append(
+                    {"seed": seed, **curve, "seconds": round(time.perf_counter() - t0, 2)}
+                )
             if config.full_reference:
-                clf = trainer.train([it.text for it in train_items], [train_gold[it.id] for it in train_items],
-                                    classes=classes, seed=seed, progress=progress)
-                m = evaluate(clf, [it.text for it in test_items], [gold[it.id] for it in test_items], "test")
+                clf = trainer.train(
+                    [it.text for it in train_items],
+                    [train_gold[it.id] for it in train_items],
+                    classes=classes,
+                    seed=seed,
+                    progress=progress,
+                )
+                m = evaluate(
+                    clf, [it.text for it in test_items], [gold[it.id] for it in test_items], "test"
+                )
                 full_ref.append(m["test_accuracy"])
 
     full = {"mean": float(np.mean(full_ref)), "per_seed": full_ref} if full_ref else None
     summary: dict[str, Any] = {
-        "dataset": dataset, "model": trainer.name, "model_config": dict(trainer.config()),
-        "classes": list(classes), "pool_size": len(train_items), "test_size": len(test_items),
-        "config": {"initial": config.initial, "step": config.step, "budget": config.budget,
-                   "seeds": config.seeds, "cold_start": config.cold_start},
-        "full_data_accuracy": full, "strategies": {},
+        "dataset": dataset,
+        "model": trainer.name,
+        "model_config": dict(trainer.config()),
+        "classes": list(classes),
+        "pool_size": len(train_items),
+        "test_size": len(test_items),
+        "config": {
+            "initial": config.initial,
+            "step": config.step,
+            "budget": config.budget,
+            "seeds": config.seeds,
+            "cold_start": config.cold_start,
+        },
+        "full_data_accuracy": full,
+        "strategies": {},
     }
     for name in names:
         runs = per[name]

@@ -30,15 +30,23 @@ def trainer_params(settings: Settings) -> dict[str, Any]:
 def make_trainer(settings: Settings) -> Trainer:
     from connectors.models import make_trainer as _make
 
-    return _make(settings.model, cache_dir=settings.cache / "embeddings", model_path=settings.model_path,
-                 **trainer_params(settings))
+    return _make(
+        settings.model,
+        cache_dir=settings.cache / "embeddings",
+        model_path=settings.model_path,
+        **trainer_params(settings),
+    )
 
 
 def make_embedder(settings: Settings) -> Embedder:
     from connectors.models import make_embedder as _make
 
-    return _make(settings.cache / "embeddings", model_path=settings.model_path,
-                 batch_size=settings.embed_lr.batch_size, max_length=settings.embed_lr.max_length)
+    return _make(
+        settings.cache / "embeddings",
+        model_path=settings.model_path,
+        batch_size=settings.embed_lr.batch_size,
+        max_length=settings.embed_lr.max_length,
+    )
 
 
 def load_dataset(name_or_path: str, settings: Settings, progress: Progress = SILENT):
@@ -64,12 +72,100 @@ def project_classes(settings: Settings, store: Store) -> list[str]:
     classes = store.get_meta("classes")
     if not classes or len(classes) < 2:
         raise ConfigError(
-            "the project has no class list yet (found "
-            f"{classes!r}).",
-            "ingest labeled data (alloop ingest FILE with a label column) or set ALLOOP_CLASSES='[\"a\",\"b\"]'.",
+            f"the project has no class list yet (found {classes!r}).",
+            'ingest labeled data (alloop ingest FILE with a label column) or set ALLOOP_CLASSES=\'["a","b"]\'.',
         )
     return list(classes)
 
 
 def import_labels(gold: dict[str, str]) -> list[Label]:
-    return [Label(item_id=i, value=v, source="import", annotation_id=f"import:{i}") for i, v in gold.items()]
+    return [
+        Label(item_id=i, value=v, source="import", annotation_id=f"import:{i}")
+        for i, v in gold.items()
+    ]
+
+
+class LabelStudioHandle:
+    """Where the Label Studio is: a URL and token, and the local server when we started it."""
+
+    def __init__(
+        self, url: str, token: str, server: Any = None, credentials_file: Path | None = None
+    ) -> None:
+        self.url = url
+        self.token = token
+        self.server = server
+        self.credentials_file = credentials_file
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+def label_studio(settings: Settings, say: Any = print) -> LabelStudioHandle:
+    """The configured Label Studio (``label_studio.url`` + token), or a local one installed into
+    ``<home>/labelstudio/venv`` and started on loopback (idempotent: a running one is reused)."""
+    ls = settings.label_studio
+    if ls.url:
+        if not ls.token:
+            raise ConfigError(
+                f"label_studio.url is set ({ls.url}) but no token.",
+                "set ALLOOP_LABEL_STUDIO__TOKEN to an API token of that server.",
+            )
+        return LabelStudioHandle(ls.url, ls.token)
+    from connectors.labelstudio import server as lss
+
+    venv = settings.home / "labelstudio" / "venv"
+    if lss.installed_version(venv) != lss.LS_VERSION:
+        say(f"installing Label Studio {lss.LS_VERSION} into {venv} (about a minute, once)")
+    lss.install(venv)
+    data = settings.home / "labelstudio" / "data"
+    server = lss.LocalLabelStudio(venv, data, ls.port, ls.username, token=ls.token)
+    if not (data / "label_studio.sqlite3").exists():
+        say("starting Label Studio for the first time (database migrations: ~30 s, once)")
+    server.start()
+    return LabelStudioHandle(server.url, server.token, server, server.credentials_file)
+
+
+def make_labelstudio_tool(
+    settings: Settings,
+    handle: LabelStudioHandle,
+    classes: list[str],
+    project_title: str | None = None,
+) -> Any:
+    from connectors.labelstudio.tool import LabelStudioTool
+
+    tool = LabelStudioTool(
+        handle.url,
+        handle.token,
+        project_title=project_title or settings.label_studio.project_title,
+        classes=tuple(classes),
+    )
+    tool.ensure_project()
+    return tool
+
+
+def build_controller(
+    settings: Settings, store: Store, tool: Any, classes: list[str], progress: Progress = SILENT
+) -> Any:
+    from loop.controller import Controller
+
+    trainer = make_trainer(settings)
+    embedder = getattr(trainer, "embedder", None) if settings.cold_start == "diverse" else None
+    if settings.cold_start == "diverse" and embedder is None:
+        embedder = make_embedder(settings)
+    return Controller(
+        store,
+        trainer,
+        tool,
+        classes=classes,
+        models_dir=settings.models_dir,
+        strategy=settings.strategy,
+        batch_size=settings.batch_size,
+        initial_batch_size=settings.initial_batch_size,
+        min_new_labels=settings.min_new_labels,
+        cold_start=settings.cold_start,
+        eval_sample_size=settings.eval_sample_size,
+        embedder=embedder,
+        seed=settings.seed,
+        progress=progress,
+    )

@@ -51,8 +51,15 @@ class BowClassifier:
 
     def save(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
-        (path / "bow.json").write_text(json.dumps({"classes": list(self._classes), "prior": self.log_prior.tolist(),
-                                                   "lik": self.log_lik.tolist()}))
+        (path / "bow.json").write_text(
+            json.dumps(
+                {
+                    "classes": list(self._classes),
+                    "prior": self.log_prior.tolist(),
+                    "lik": self.log_lik.tolist(),
+                }
+            )
+        )
 
 
 class BowTrainer:
@@ -72,7 +79,9 @@ class BowTrainer:
         x = np.stack([_vec(t) for t in texts])
         y = np.array(labels, dtype=object)
         prior = np.array([np.log((np.sum(y == c) + 1) / (len(y) + len(classes))) for c in classes])
-        lik = np.stack([np.log((x[y == c].sum(axis=0) + 1) / (x[y == c].sum() + DIM)) for c in classes])
+        lik = np.stack(
+            [np.log((x[y == c].sum(axis=0) + 1) / (x[y == c].sum() + DIM)) for c in classes]
+        )
         return BowClassifier(classes, prior, lik)
 
     def load(self, path: Path) -> BowClassifier:
@@ -83,20 +92,49 @@ class BowTrainer:
         return {"trainer": self.name}
 
 
-POS = ["a wonderful, moving film", "brilliant acting and a great script", "funny, warm and delightful",
-       "a triumph of great storytelling", "superb, smart and wonderful", "delightful and beautifully made",
-       "great fun with brilliant jokes", "moving and superb performances", "a smart, funny delight",
-       "beautifully shot and wonderful"]
-NEG = ["a dull, boring mess", "terrible acting and an awful script", "tedious, flat and lifeless",
-       "a boring failure of storytelling", "awful, stupid and dull", "lifeless and badly made",
-       "terrible jokes and no fun", "flat and tedious performances", "a stupid, boring waste",
-       "badly shot and awful"]
+POS = [
+    "a wonderful, moving film",
+    "brilliant acting and a great script",
+    "funny, warm and delightful",
+    "a triumph of great storytelling",
+    "superb, smart and wonderful",
+    "delightful and beautifully made",
+    "great fun with brilliant jokes",
+    "moving and superb performances",
+    "a smart, funny delight",
+    "beautifully shot and wonderful",
+]
+NEG = [
+    "a dull, boring mess",
+    "terrible acting and an awful script",
+    "tedious, flat and lifeless",
+    "a boring failure of storytelling",
+    "awful, stupid and dull",
+    "lifeless and badly made",
+    "terrible jokes and no fun",
+    "flat and tedious performances",
+    "a stupid, boring waste",
+    "badly shot and awful",
+]
 
 
-def toy_corpus(n_per_class: int = 30, seed: int = 0) -> tuple[list[tuple[str, str, str]], list[str]]:
+def toy_corpus(
+    n_per_class: int = 30, seed: int = 0
+) -> tuple[list[tuple[str, str, str]], list[str]]:
     """(id, text, label) rows built from the phrases above, plus filler words; deterministic."""
     rng = np.random.default_rng(seed)
-    filler = ["the", "movie", "this", "story", "really", "quite", "overall", "plot", "cast", "ending"]
+    filler = [
+        "the",
+        "movie",
+        "this",
+        "story",
+        "really",
+        "quite",
+        "overall",
+        "plot",
+        "cast",
+        "ending",
+    ]
     rows = []
     for label, bank in (("pos", POS), ("neg", NEG)):
         for i in range(n_per_class):

@@ -46,6 +46,8 @@ def test_importing_the_controller_and_cli_loads_no_torch_and_writes_nothing(tmp_
         "bad = [m for m in ('torch', 'transformers', 'sqlalchemy', 'label_studio_sdk') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert list(tmp_path.iterdir()) == [], "importing wrote files into the working directory"

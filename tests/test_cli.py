@@ -13,10 +13,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def alloop(*args: str, home: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def alloop(
+    *args: str, home: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     e = {**os.environ, "ALLOOP_HOME": str(home), "COLUMNS": "200", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "loop.cli", *args], capture_output=True, text=True, env=e,
-                          cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "loop.cli", *args],
+        capture_output=True,
+        text=True,
+        env=e,
+        cwd=ROOT,
+        timeout=300,
+    )
 
 
 @pytest.fixture
@@ -25,7 +33,15 @@ def home(tmp_path: Path) -> Path:
 
 
 def test_help_on_every_command(home: Path) -> None:
-    for cmd in ([], ["ingest"], ["simulate"], ["status"], ["data"], ["data", "fetch"], ["db", "upgrade"]):
+    for cmd in (
+        [],
+        ["ingest"],
+        ["simulate"],
+        ["status"],
+        ["data"],
+        ["data", "fetch"],
+        ["db", "upgrade"],
+    ):
         r = alloop(*cmd, "--help", home=home)
         assert r.returncode == 0, r.stderr
         assert "Usage" in r.stdout
@@ -33,10 +49,16 @@ def test_help_on_every_command(home: Path) -> None:
 
 def test_ingest_then_status(tmp_path: Path, home: Path) -> None:
     f = tmp_path / "items.csv"
-    f.write_text("id,text,label,split\n1,good film,pos,train\n2,bad film,neg,train\n3,nice,,train\n4,awful,neg,test\n")
+    f.write_text(
+        "id,text,label,split\n1,good film,pos,train\n2,bad film,neg,train\n3,nice,,train\n4,awful,neg,test\n"
+    )
     r = alloop("ingest", str(f), home=home)
     assert r.returncode == 0, r.stderr
-    assert "4 new items" in r.stdout and "labels: 3 new" in r.stdout and "classes: neg, pos" in r.stdout
+    assert (
+        "4 new items" in r.stdout
+        and "labels: 3 new" in r.stdout
+        and "classes: neg, pos" in r.stdout
+    )
     r = alloop("ingest", str(f), home=home)  # idempotent
     assert "0 new items, 4 already there" in r.stdout and "3 unchanged" in r.stdout
     r = alloop("status", "--json", home=home)
@@ -61,7 +83,11 @@ def test_bad_file_is_rejected_whole_with_one_clear_line(tmp_path: Path, home: Pa
 
 def test_errors_are_one_line_not_tracebacks(tmp_path: Path, home: Path) -> None:
     r = alloop("simulate", "--dataset", "no-such-dataset", home=home)
-    assert r.returncode == 2 and "Traceback" not in r.stderr and "neither a built-in dataset" in r.stderr
+    assert (
+        r.returncode == 2
+        and "Traceback" not in r.stderr
+        and "neither a built-in dataset" in r.stderr
+    )
     r = alloop("simulate", "--dataset", "rotten-tomatoes", "--strategy", "nope", home=home)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "margin" in r.stderr
     r = alloop("status", home=home, env={"ALLOOP_BATCH_SIZE": "-1"})

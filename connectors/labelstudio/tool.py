@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from xml.sax.saxutils import quoteattr
 
 from loop.errors import DataError, LabelingToolError
-from loop.records import Label, LabelRequest, LabelSnapshot
+from loop.records import Label, LabelRejection, LabelRequest, LabelSnapshot
 
 if TYPE_CHECKING:
     from label_studio_sdk import LabelStudio
@@ -886,7 +886,17 @@ class LabelStudioTool:
                 out = annotation_to_label(ann, item_id, self.classes, self._choices_name)
                 (labels if isinstance(out, Label) else rejections).append(out)  # type: ignore[arg-type]
         result = FetchResult(
-            snapshot=LabelSnapshot(source=SOURCE, item_ids=tuple(item_ids), labels=tuple(labels)),
+            snapshot=LabelSnapshot(
+                source=SOURCE,
+                item_ids=tuple(item_ids),
+                labels=tuple(labels),
+                cursor=cursor,
+                rejections=tuple(
+                    LabelRejection(r.item_id, SOURCE, r.annotation_id, r.reason)
+                    for r in rejections
+                    if r.item_id is not None
+                ),
+            ),
             rejections=tuple(rejections),
             cursor=cursor,
             tasks_seen=n_tasks,

@@ -41,13 +41,26 @@ def setup(tmp_path: Path):  # type: ignore[no-untyped-def]
     gold = {i: y for i, _, y in rows}
     store = SqlStore.open(f"sqlite:///{tmp_path / 'state.db'}")
     store.add_items(items)
-    store.add_labels([Label(item_id=i, value=gold[i], source="import", annotation_id=f"import:{i}") for i in test_ids])
+    store.add_labels(
+        [
+            Label(item_id=i, value=gold[i], source="import", annotation_id=f"import:{i}")
+            for i in test_ids
+        ]
+    )
     tool = FlakyTool({i: y for i, y in gold.items() if i not in test_ids})
     trainer = BowTrainer()
 
     def make(**kw):  # type: ignore[no-untyped-def]
-        args = dict(classes=classes, models_dir=tmp_path / "models", strategy="margin", batch_size=5,
-                    initial_batch_size=8, min_new_labels=5, cold_start="random", seed=3)
+        args = dict(
+            classes=classes,
+            models_dir=tmp_path / "models",
+            strategy="margin",
+            batch_size=5,
+            initial_batch_size=8,
+            min_new_labels=5,
+            cold_start="random",
+            seed=3,
+        )
         args.update(kw)
         return Controller(store, trainer, tool, **args)
 
@@ -76,7 +89,9 @@ def test_cold_start_then_train_select_and_send(setup) -> None:  # type: ignore[n
     # the selection is the strategy's top 5 over the pool as it was before selection
     clf = ctrl.load_classifier(store.get_model_version(r2.model_version))
     pool_before = [it for it in store.items("train") if it.id not in {q.item_id for q in q1}]
-    scores = strategies.get_measure("margin")(clf.predict_proba([it.text for it in pool_before]), np.random.default_rng(0))
+    scores = strategies.get_measure("margin")(
+        clf.predict_proba([it.text for it in pool_before]), np.random.default_rng(0)
+    )
     best = np.sort(scores)[::-1][:5]
     assert sorted((q.score for q in q2), reverse=True) == pytest.approx(list(best))
     # never asks an item twice
@@ -156,8 +171,18 @@ def test_same_seed_same_choices(tmp_path: Path, setup) -> None:  # type: ignore[
     other = SqlStore.open(f"sqlite:///{tmp_path / 'other.db'}")
     other.add_items(items)
     other.add_labels(labels)
-    ctrl2 = Controller(other, BowTrainer(), OracleTool(tool.gold), classes=ctrl.classes, models_dir=tmp_path / "m2",
-                       strategy="margin", batch_size=5, initial_batch_size=8, min_new_labels=5, seed=3)
+    ctrl2 = Controller(
+        other,
+        BowTrainer(),
+        OracleTool(tool.gold),
+        classes=ctrl.classes,
+        models_dir=tmp_path / "m2",
+        strategy="margin",
+        batch_size=5,
+        initial_batch_size=8,
+        min_new_labels=5,
+        seed=3,
+    )
     for _ in range(3):
         ctrl2.run_iteration()
     assert [q.item_id for q in other.queries()] == first
@@ -169,12 +194,20 @@ def test_skipped_items_leave_pool_and_training_set(setup) -> None:  # type: igno
     ctrl = make()
     ctrl.run_iteration()
     asked = [q.item_id for q in store.queries(iteration=1)]
-    store.add_labels([Label(item_id=asked[0], value=None, source="label-studio", annotation_id="9", skipped=True)])
+    store.add_labels(
+        [
+            Label(
+                item_id=asked[0], value=None, source="label-studio", annotation_id="9", skipped=True
+            )
+        ]
+    )
     ctrl.run_iteration()
     ts = store.training_set()
     assert len(ts) == 8  # the oracle's answer for asked[0] is still there
     lone = store.pool()[0].id
-    store.add_labels([Label(item_id=lone, value=None, source="label-studio", annotation_id="10", skipped=True)])
+    store.add_labels(
+        [Label(item_id=lone, value=None, source="label-studio", annotation_id="10", skipped=True)]
+    )
     assert lone not in {it.id for it in store.pool()}
     assert lone not in store.training_set().item_ids
 

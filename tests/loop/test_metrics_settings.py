@@ -23,11 +23,15 @@ def test_accuracy_and_macro_f1_by_hand() -> None:
 
 def test_normalised_auc() -> None:
     assert normalised_auc([0, 10], [0.5, 0.7]) == pytest.approx(0.6)
-    assert normalised_auc([100, 200, 400], [0.6, 0.8, 0.8]) == pytest.approx((0.7 * 100 + 0.8 * 200) / 300)
+    assert normalised_auc([100, 200, 400], [0.6, 0.8, 0.8]) == pytest.approx(
+        (0.7 * 100 + 0.8 * 200) / 300
+    )
     assert normalised_auc([50], [0.66]) == pytest.approx(0.66)
 
 
-def test_settings_defaults_env_file_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_defaults_env_file_and_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s = load_settings()
     assert s.model == "embed-lr" and s.db_url.endswith("alloop.db")
     monkeypatch.setenv("ALLOOP_FINETUNE__EPOCHS", "3")

@@ -1,0 +1,87 @@
+"""The long-running loop of ``alloop run``: poll labels, retrain when enough arrived, keep the
+annotators' queue filled. Stops cleanly between steps when ``stop`` is set (Ctrl-C)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from loop.controller import Controller, IterationReport
+
+
+def describe(rep: IterationReport) -> str:
+    parts = [f"iteration {rep.number}"]
+    if rep.resumed_from:
+        parts.append(f"(resumed at step {rep.resumed_from})")
+    if rep.trained:
+        m = rep.metrics
+        acc = m.get("eval_accuracy", m.get("test_accuracy"))
+        where = "eval sample" if "eval_accuracy" in m else "test split"
+        parts.append(
+            f"trained {rep.model_version} on {rep.n_labels} labels"
+            + (f", accuracy {acc:.3f} on the {where}" if acc is not None else "")
+        )
+    parts.append(f"sent {rep.sent} item(s) for labeling")
+    return " ".join(parts)
+
+
+class LoopRunner:
+    """Drives a controller against a live labeling tool.
+
+    Each poll: sync labels; run an iteration when the controller wants to retrain, or when fewer
+    than ``refill_below`` sent items still await an answer (so annotators never run dry).
+    """
+
+    def __init__(
+        self,
+        ctrl: Controller,
+        *,
+        poll_seconds: float,
+        refill_below: int,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        self.ctrl = ctrl
+        self.poll_seconds = poll_seconds
+        self.refill_below = refill_below
+        self.say = say
+
+    def awaiting(self) -> int:
+        """Items sent to the labeling tool that have no answer yet."""
+        sent = [q.item_id for q in self.ctrl.store.queries(sent=True)]
+        if not sent:
+            return 0
+        answered = {lab.item_id for lab in self.ctrl.store.labels(sent)}
+        return len(set(sent) - answered)
+
+    def poll(self) -> IterationReport | None:
+        store = self.ctrl.store
+        if store.unfinished_iteration() is not None or not store.iterations():
+            rep = self.ctrl.run_iteration()
+            self.say(describe(rep))
+            return rep
+        res = self.ctrl.sync()
+        if res.inserted or res.updated or res.withdrawn:
+            self.say(
+                f"labels: {res.inserted} new, {res.updated} changed, {res.withdrawn} withdrawn; "
+                f"{len(store.training_set())} items in the training set"
+            )
+        need, why = self.ctrl.needs_training()
+        waiting = self.awaiting()
+        if need or waiting < self.refill_below:
+            if not need and not store.pool():
+                return None
+            rep = self.ctrl.run_iteration()
+            self.say(describe(rep) + ("" if need else f" (queue refill: {waiting} awaiting)"))
+            return rep
+        return None
+
+    def run(self, stop: threading.Event, max_polls: int | None = None) -> None:
+        polls = 0
+        while not stop.is_set():
+            t0 = time.monotonic()
+            self.poll()
+            polls += 1
+            if max_polls is not None and polls >= max_polls:
+                return
+            stop.wait(max(0.0, self.poll_seconds - (time.monotonic() - t0)))
