@@ -1,0 +1,82 @@
+"""The live loop's decisions (retrain, refill the queue) on the real SQLite store with the
+tiny trainer and a tool whose annotators answer only when told to."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from connectors.store import SqlStore
+from loop.controller import Controller
+from loop.oracle import OracleTool
+from loop.records import Item
+from loop.runner import LoopRunner
+from tests.fakes import BowTrainer, toy_corpus
+
+
+class SlowAnnotators(OracleTool):
+    """Takes requests; answers ``n`` of the waiting ones when ``answer(n)`` is called."""
+
+    def __init__(self, gold: dict[str, str]) -> None:
+        super().__init__(gold)
+        self.waiting: list = []
+
+    def send(self, requests):  # type: ignore[no-untyped-def]
+        self.waiting.extend(r for r in requests if r.item.id not in self._sent and r not in self.waiting)
+
+    def answer(self, n: int) -> None:
+        batch, self.waiting = self.waiting[:n], self.waiting[n:]
+        super().send(batch)
+
+
+@pytest.fixture
+def runner(tmp_path: Path):  # type: ignore[no-untyped-def]
+    rows, classes = toy_corpus(40)
+    store = SqlStore.open(f"sqlite:///{tmp_path / 's.db'}")
+    store.add_items([Item(id=i, text=t) for i, t, _ in rows])
+    tool = SlowAnnotators({i: y for i, _, y in rows})
+    trainer = BowTrainer()
+    ctrl = Controller(store, trainer, tool, classes=classes, models_dir=tmp_path / "m", batch_size=6,
+                      min_new_labels=6, cold_start="random", seed=0)
+    said: list[str] = []
+    yield LoopRunner(ctrl, poll_seconds=0.0, refill_below=3, say=said.append), tool, trainer, said
+    store.close()
+
+
+def test_first_poll_cold_starts_then_waits_for_labels(runner) -> None:  # type: ignore[no-untyped-def]
+    r, tool, trainer, said = runner
+    rep = r.poll()
+    assert rep is not None and rep.sent == 6 and "sent 6" in said[-1]
+    assert r.awaiting() == 6
+    assert r.poll() is None  # nothing answered: no retrain, queue still full
+    assert trainer.train_calls == 0
+
+
+def test_refills_the_queue_without_retraining_below_the_threshold(runner) -> None:  # type: ignore[no-untyped-def]
+    r, tool, trainer, said = runner
+    r.poll()
+    tool.answer(6)
+    rep = r.poll()
+    assert rep is not None and rep.trained and "6 new" in said[-2]  # first model: no model yet
+    tool.answer(4)  # 4 label changes < 6, and 2 left awaiting < refill_below 3
+    rep = r.poll()
+    assert rep is not None and not rep.trained and rep.sent == 6
+    assert "queue refill: 2 awaiting" in said[-1] and trainer.train_calls == 1
+    assert r.poll() is None  # 8 awaiting now: nothing to do
+
+
+def test_retrains_after_enough_new_labels_and_stops_on_event(runner) -> None:  # type: ignore[no-untyped-def]
+    r, tool, trainer, said = runner
+    r.poll()
+    tool.answer(6)
+    r.poll()
+    calls = trainer.train_calls
+    tool.answer(6)
+    rep = r.poll()
+    assert rep is not None and rep.trained and trainer.train_calls == calls + 1
+    stop = threading.Event()
+    stop.set()
+    r.run(stop)  # returns at once
+    r.run(threading.Event(), max_polls=2)
