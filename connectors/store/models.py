@@ -6,6 +6,9 @@ this schema; a test compares the two on SQLite and PostgreSQL.
   A withdrawn row stays (``withdrawn=True``) so the history is never lost.
 - ``label_events``: append-only log of every insert/update/withdrawal; its max id is the
   label revision.
+- ``label_rejections``: answers that could not become labels, one row per
+  ``(source, annotation_id, item_id)`` (the identity of a label); a later reason replaces
+  the earlier one. Never trained on.
 - ``queries``: what the loop asked for; an item is asked at most once (``UNIQUE(item_id)``).
 - ``iterations``: loop progress; at most one is running (a partial unique index).
 - ``model_versions``, ``meta``: model history, key/value JSON.
@@ -104,6 +107,20 @@ label_events = sa.Table(
     sa.Column("skipped", sa.Boolean(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Index(None, "label_id"),
+)
+
+label_rejections = sa.Table(
+    "label_rejections",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("item_id", id_type(), sa.ForeignKey("items.id"), nullable=False),
+    sa.Column("source", sa.Text(), nullable=False),
+    sa.Column("annotation_id", sa.Text(), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("source", "annotation_id", "item_id"),
+    sa.Index(None, "item_id"),
 )
 
 iterations = sa.Table(

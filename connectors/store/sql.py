@@ -39,6 +39,7 @@ from loop.records import (
     Item,
     Iteration,
     Label,
+    LabelRejection,
     LabelSnapshot,
     LabelWriteResult,
     ModelVersion,
@@ -76,9 +77,10 @@ def _chunks(values: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
         yield values[start : start + size]
 
 
-def _show(ids: Iterable[str]) -> str:
+def _show(ids: Iterable[str], *, quote: bool = True) -> str:
+    """The first few of ``ids`` for an error message (``quote=False``: already formatted)."""
     ids = list(ids)
-    head = ", ".join(repr(i) for i in ids[:_SHOW])
+    head = ", ".join(repr(i) if quote else i for i in ids[:_SHOW])
     return f"{head} (and {len(ids) - _SHOW} more)" if len(ids) > _SHOW else head
 
 
@@ -128,6 +130,16 @@ class _LabelState:
     dirty: bool = False
 
 
+@dataclass(slots=True)
+class _RejectionState:
+    """A rejection row as it will be after the batch (``id`` None until inserted)."""
+
+    id: int | None
+    reason: str
+    stored_reason: str | None
+    created_at: datetime
+
+
 def _item_columns() -> tuple[sa.Column[Any], ...]:
     """The columns an ``Item`` needs (not ``created_at``: parsing it is most of the read cost)."""
     return (m.items.c.id, m.items.c.text, m.items.c.split, m.items.c.meta)
@@ -146,6 +158,16 @@ def _label(row: Row[Any]) -> Label:
         annotator=row.annotator,
         created_at=row.created_at,
         skipped=bool(row.skipped),
+    )
+
+
+def _rejection(row: Row[Any]) -> LabelRejection:
+    return LabelRejection(
+        item_id=row.item_id,
+        source=row.source,
+        annotation_id=row.annotation_id,
+        reason=row.reason,
+        created_at=row.created_at,
     )
 
 
@@ -312,11 +334,12 @@ class SqlStore:
             found.update(conn.scalars(sa.select(m.items.c.id).where(m.items.c.id.in_(chunk))))
         return [i for i in wanted if i not in found]
 
-    def _require_items(self, conn: Connection, ids: Iterable[str], doing: str) -> None:
+    def _require_items(self, conn: Connection, ids: Iterable[str], whose: str) -> None:
+        """StoreError naming the ids not stored; ``whose`` completes "every item id ..."."""
         missing = self._missing_items(conn, ids)
         if missing:
             raise StoreError(
-                f"Expected every item id to {doing} to exist in the store; "
+                f"Expected every item id {whose} to exist in the store; "
                 f"{len(missing)} unknown: {_show(missing)}.",
                 "add the items first (alloop import / Store.add_items); nothing was written.",
             )
@@ -437,6 +460,95 @@ class SqlStore:
         with self._read("read the pool") as conn:
             return [_item(row) for row in conn.execute(stmt)]
 
+    def assign_split(self, item_ids: Sequence[str], split: str) -> int:
+        """Move items to ``split`` (e.g. pool items into the ``eval`` sample); one transaction.
+
+        Returns how many moved; items already in ``split`` are left as they are (not counted,
+        not checked). An item that was ever asked or labeled never moves: one with a query, or
+        with any label row (an answer, a skip, or a withdrawn label, since some model may have
+        trained on it while it was active) raises StoreError naming it. Recorded rejections do
+        not hold an item (nothing was trained on them). Unknown ids raise StoreError too; on
+        any error nothing moves."""
+        _check_choice(split, SPLITS, "split")
+        if isinstance(item_ids, str):
+            raise StoreError(
+                f"Expected a sequence of item ids; found the string {item_ids!r}.",
+                f"pass a list, e.g. [{item_ids!r}].",
+            )
+        ids = sorted({_require_str(i, "item id") for i in item_ids})
+        if not ids:
+            return 0
+        i = m.items
+
+        def work(conn: Connection) -> int:
+            # FOR UPDATE (PostgreSQL) conflicts with the key-share lock a concurrent insert of a
+            # query or label takes on its item: that insert is either visible to the check
+            # below, or waits until the items have moved. SQLite writes are serialised anyway.
+            current: dict[str, str] = {}
+            for chunk in _chunks(ids):
+                rows = conn.execute(
+                    sa.select(i.c.id, i.c.split)
+                    .where(i.c.id.in_(chunk))
+                    .order_by(i.c.id)
+                    .with_for_update()
+                )
+                current.update((row.id, row.split) for row in rows)
+            missing = [x for x in ids if x not in current]
+            if missing:
+                raise StoreError(
+                    f"Expected every item id to move to split {split!r} to exist in the store; "
+                    f"{len(missing)} unknown: {_show(missing)}.",
+                    "check the ids (they are the ids given at import); nothing moved.",
+                )
+            moving = [x for x in ids if current[x] != split]
+            if not moving:
+                return 0
+            held = self._asked_or_labeled(conn, moving)
+            if held:
+                raise StoreError(
+                    f"Expected only items never queried and never labeled to move to split "
+                    f"{split!r}; {len(held)} were: "
+                    f"{_show((f'{x!r} ({why})' for x, why in sorted(held.items())), quote=False)}.",
+                    "choose items from Store.pool() that were never labeled (an item asked or "
+                    "labeled keeps its split, so no model is evaluated on what it trained on); "
+                    "nothing moved.",
+                )
+            for chunk in _chunks(moving):
+                conn.execute(i.update().where(i.c.id.in_(chunk)).values(split=split))
+            return len(moving)
+
+        return self._write(f"move items to split {split!r}", work)
+
+    @staticmethod
+    def _asked_or_labeled(conn: Connection, ids: Sequence[str]) -> dict[str, str]:
+        """Why each of ``ids`` that was ever queried or labeled must keep its split."""
+        q, lab = m.queries, m.labels
+        why: dict[str, str] = {}
+        for chunk in _chunks(ids):
+            for row in conn.execute(
+                sa.select(q.c.item_id, q.c.iteration).where(q.c.item_id.in_(chunk))
+            ):
+                why[row.item_id] = f"queried in iteration {row.iteration}"
+            label_rows = conn.execute(
+                sa.select(lab.c.item_id, lab.c.skipped, lab.c.withdrawn)
+                .where(lab.c.item_id.in_(chunk))
+                .order_by(lab.c.item_id, lab.c.id)
+            )
+            kinds: dict[str, set[str]] = {}
+            for lrow in label_rows:
+                kind = "withdrawn" if lrow.withdrawn else "skipped" if lrow.skipped else "labeled"
+                kinds.setdefault(lrow.item_id, set()).add(kind)
+            for item_id, seen in kinds.items():
+                if item_id in why:
+                    continue
+                if "labeled" in seen:
+                    why[item_id] = "labeled"
+                elif "skipped" in seen:
+                    why[item_id] = "skipped"
+                else:
+                    why[item_id] = "withdrawn label"
+        return why
+
     # -- labels --------------------------------------------------------------------------
     def add_labels(self, labels: Iterable[Label]) -> LabelWriteResult:
         """Write labels, idempotent on ``(source, annotation_id, item_id)``; one transaction.
@@ -504,7 +616,7 @@ class SqlStore:
         """Apply ``batch`` in order (and, for a snapshot, withdraw the rest of ``scope``)."""
         lab = m.labels
         item_ids = {label.item_id for label in batch} | (scope[1] if scope else set())
-        self._require_items(conn, item_ids, "label")
+        self._require_items(conn, item_ids, "to label")
         sources = {label.source for label in batch} | ({scope[0]} if scope else set())
         state: dict[tuple[str, str, str], _LabelState] = {}
         for chunk in _chunks(sorted(item_ids)):
@@ -641,6 +753,100 @@ class SqlStore:
             inserted=inserted, updated=updated, unchanged=unchanged, withdrawn=withdrawn
         )
 
+    # -- rejected answers ----------------------------------------------------------------
+    def record_rejections(self, rejections: Iterable[LabelRejection]) -> int:
+        """Record answers that could not become labels; one transaction, all-or-nothing.
+
+        Idempotent on ``(source, annotation_id, item_id)``: the same reason again changes
+        nothing; another reason replaces the stored one (the row keeps its first
+        ``created_at`` and its place in ``rejections()``). Applied in order, so the last of
+        repeated identities wins. Returns how many identities were new. Unknown item ids raise
+        StoreError and nothing is written."""
+        batch = [self._checked_rejection(r) for r in rejections]
+        if not batch:
+            return 0
+        rej = m.label_rejections
+
+        def work(conn: Connection) -> int:
+            item_ids = sorted({r.item_id for r in batch})
+            self._require_items(conn, item_ids, "of a rejection")
+            sources = sorted({r.source for r in batch})
+            state: dict[tuple[str, str, str], _RejectionState] = {}
+            for chunk in _chunks(item_ids):
+                rows = conn.execute(
+                    sa.select(rej).where(rej.c.item_id.in_(chunk), rej.c.source.in_(sources))
+                )
+                for row in rows:
+                    state[(row.source, row.annotation_id, row.item_id)] = _RejectionState(
+                        id=row.id,
+                        reason=row.reason,
+                        stored_reason=row.reason,
+                        created_at=row.created_at,
+                    )
+            now = _now()
+            for r in batch:
+                key = (r.source, r.annotation_id, r.item_id)
+                cur = state.get(key)
+                if cur is None:
+                    state[key] = _RejectionState(
+                        id=None,
+                        reason=r.reason,
+                        stored_reason=None,
+                        created_at=_utc(r.created_at) or now,
+                    )
+                else:
+                    cur.reason = r.reason
+            new = [(key, cur) for key, cur in state.items() if cur.id is None]
+            if new:
+                # ordered by parameter: ids (and so rejections()) follow the batch order
+                stmt = rej.insert().returning(rej.c.id, sort_by_parameter_order=True)
+                rows_in = [
+                    {
+                        "item_id": key[2],
+                        "source": key[0],
+                        "annotation_id": key[1],
+                        "reason": cur.reason,
+                        "created_at": cur.created_at,
+                        "updated_at": now,
+                    }
+                    for key, cur in new
+                ]
+                for (_key, cur), row_id in zip(new, conn.scalars(stmt, rows_in), strict=True):
+                    cur.id = row_id
+                    cur.stored_reason = cur.reason
+            # by id: concurrent writers lock rows in the same order and cannot deadlock
+            changed = sorted(
+                (c for c in state.values() if c.reason != c.stored_reason),
+                key=lambda c: c.id or 0,
+            )
+            if changed:
+                conn.execute(
+                    rej.update()
+                    .where(rej.c.id == sa.bindparam("_id"))
+                    .values(reason=sa.bindparam("_reason"), updated_at=sa.bindparam("_now")),
+                    [{"_id": c.id, "_reason": c.reason, "_now": now} for c in changed],
+                )
+            return len(new)
+
+        return self._write("record label rejections", work)
+
+    @staticmethod
+    def _checked_rejection(rejection: LabelRejection) -> LabelRejection:
+        if not isinstance(rejection, LabelRejection):
+            raise StoreError(f"Expected LabelRejection records; found {type(rejection).__name__}.")
+        _require_str(rejection.item_id, "rejection item id")
+        where = f"(rejection of item {rejection.item_id!r})"
+        _require_str(rejection.source, f"source {where}")
+        _require_str(rejection.annotation_id, f"annotation id {where}")
+        _require_str(rejection.reason, f"reason {where}")
+        return rejection
+
+    def rejections(self) -> list[LabelRejection]:
+        """Every recorded rejection, oldest first (in the order first recorded)."""
+        rej = m.label_rejections
+        with self._read("read label rejections") as conn:
+            return [_rejection(row) for row in conn.execute(sa.select(rej).order_by(rej.c.id))]
+
     def labels(self, item_ids: Sequence[str] | None = None) -> list[Label]:
         """Active (not withdrawn) labels, skips included; ordered by item id, then first write."""
         lab = m.labels
@@ -756,7 +962,7 @@ class SqlStore:
             if done:
                 return 0
             ids = [q.item_id for q in batch]
-            self._require_items(conn, ids, "query")
+            self._require_items(conn, ids, "to query")
             asked: list[str] = []
             for chunk in _chunks(sorted(ids)):
                 asked.extend(
@@ -770,7 +976,7 @@ class SqlStore:
             if asked:
                 raise StoreError(
                     f"Expected items not asked before; {len(asked)} were already queried: "
-                    f"{_show(asked)}.",
+                    f"{_show(asked, quote=False)}.",
                     "select from Store.pool() only; nothing was written.",
                 )
             now = _now()

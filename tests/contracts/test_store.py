@@ -1,9 +1,11 @@
 """Contract suite for ``Store`` (loop/contracts.py), run on SQLite and PostgreSQL.
 
 Every docstring promise of the contract has a test here: idempotency, all-or-nothing batches,
-label updates and withdrawals, skips leaving the pool, majority vote / ties / agreement on
+label updates and withdrawals, skips leaving the pool, split assignment that never moves an item
+once asked or labeled, recorded label rejections, majority vote / ties / agreement on
 hand-computed cases, atomic and idempotent ``record_queries``, the iteration lifecycle, meta,
-reopening, migrations matching the models, and two stores writing one database at once.
+reopening, migrations matching the models (and upgrading a filled database from an older
+revision), and two stores writing one database at once.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import inspect
 import math
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -18,17 +21,21 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from connectors.store import SqlStore, current_revision, head_revision, upgrade
 from connectors.store import models as m
+from connectors.store.engine import create_store_engine, write_transaction
+from connectors.store.migrate import alembic_config
 from loop.contracts import Store
 from loop.errors import StoreError
 from loop.records import (
     AddItemsResult,
     Item,
     Label,
+    LabelRejection,
     LabelSnapshot,
     LabelWriteResult,
     ModelVersion,
@@ -46,6 +53,14 @@ def lab(item_id: str, value: str | None, ann: str, *, source: str = "ls", **kw: 
 
 def skip(item_id: str, ann: str, *, source: str = "ls") -> Label:
     return Label(item_id=item_id, value=None, source=source, annotation_id=ann, skipped=True)
+
+
+def rej(
+    item_id: str, ann: str, reason: str = "choice 'maybe' is not a class", **kw: Any
+) -> LabelRejection:
+    return LabelRejection(
+        item_id=item_id, source=kw.pop("source", "ls"), annotation_id=ann, reason=reason, **kw
+    )
 
 
 def query(item_id: str, iteration: int, rank: int, *, score: float = 0.5, **kw: Any) -> Query:
@@ -75,6 +90,7 @@ def ids(records: list[Any], attr: str = "id") -> list[str]:
 # -- the contract itself -------------------------------------------------------------------
 def test_sqlstore_has_every_store_method_with_the_contract_signature(store: SqlStore) -> None:
     assert isinstance(store, Store)
+    checked: set[str] = set()
     for name, member in vars(Store).items():
         if name.startswith("_") or not callable(member):
             continue
@@ -84,6 +100,8 @@ def test_sqlstore_has_every_store_method_with_the_contract_signature(store: SqlS
         for p_name, p in want.parameters.items():
             assert got.parameters[p_name].kind == p.kind, (name, p_name)
             assert got.parameters[p_name].default == p.default, (name, p_name)
+        checked.add(name)
+    assert {"add_items", "pool", "assign_split", "record_rejections", "rejections"} <= checked
 
 
 # -- items ---------------------------------------------------------------------------------
@@ -184,6 +202,128 @@ def test_pool_excludes_queried_labeled_and_skipped_items(store: SqlStore) -> Non
     # withdrawing the queried item's label does not return it: it was asked already
     store.add_labels([lab("c", "neg", "3"), lab("c", None, "3")])
     assert "c" not in ids(store.pool())
+
+
+# -- split assignment ----------------------------------------------------------------------
+def test_assign_split_moves_items_and_counts_only_those_that_moved(store: SqlStore) -> None:
+    meta = {"row": 3}
+    store.add_items(items_("a", "b", "c", "d") + [Item(id="e", text="t e", meta=meta)])
+    store.add_items(items_("t", split="test"))
+    assert store.assign_split(["e", "c", "e"], "eval") == 2
+    assert ids(store.items("eval")) == ["c", "e"]
+    assert store.get_items(["e"]) == [Item(id="e", text="t e", split="eval", meta=meta)]
+    assert ids(store.pool()) == ["a", "b", "d"]
+    # already there: left as they are and not counted
+    assert store.assign_split(["c", "e"], "eval") == 0
+    assert store.assign_split(["a", "c"], "eval") == 1
+    assert store.assign_split([], "eval") == 0
+    # back to train (never asked, never labeled), and a test item into the pool
+    assert store.assign_split(("c", "t"), "train") == 2
+    assert ids(store.pool()) == ["b", "c", "d", "t"]
+    counts = {split: store.count_items(split) for split in ("train", "test", "eval")}
+    assert counts == {"train": 4, "test": 0, "eval": 2}
+
+
+def test_assign_split_never_moves_an_item_asked_or_labeled(store: SqlStore) -> None:
+    store.add_items(items_("ans", "skp", "wdr", "qry", "rjd", "ok1", "ok2"))
+    store.add_labels([lab("ans", "pos", "1"), skip("skp", "2"), lab("wdr", "neg", "3")])
+    store.add_labels([lab("wdr", None, "3")])
+    store.begin_iteration({})
+    store.record_queries(1, [query("qry", 1, 0)])
+    store.record_rejections([rej("rjd", "4")])
+    assert "wdr" in ids(store.pool())  # back in the pool, but it was labeled once
+    with pytest.raises(StoreError, match="4 were") as err:
+        store.assign_split(["ok1", "ans", "skp", "wdr", "qry", "ok2"], "eval")
+    text = str(err.value)
+    for held, why in [
+        ("ans", "labeled"),
+        ("skp", "skipped"),
+        ("wdr", "withdrawn"),
+        ("qry", "queried in iteration 1"),
+    ]:
+        assert f"'{held}' ({why}" in text
+    assert "'ok1'" not in text and "Fix:" in text
+    assert store.count_items("eval") == 0
+    # a recorded rejection does not hold an item (nothing was trained on it)
+    assert store.assign_split(["ok1", "ok2", "rjd"], "eval") == 3
+    # an eval item asked later stays where it is; asking to keep it there is fine
+    store.update_iteration(1, status="done")
+    store.begin_iteration({})
+    store.record_queries(2, [query("ok1", 2, 0, kind="eval")])
+    assert store.assign_split(["ok1", "ok2"], "eval") == 0
+    with pytest.raises(StoreError, match="'ok1' \\(queried in iteration 2\\)"):
+        store.assign_split(["ok1", "ok2"], "train")
+    assert ids(store.items("eval")) == ["ok1", "ok2", "rjd"]
+
+
+@pytest.mark.parametrize(
+    ("item_ids", "split", "match"),
+    [
+        (["a", "ghost"], "eval", "1 unknown: 'ghost'"),
+        (["a"], "validation", "split"),
+        ("a", "eval", "sequence of item ids"),
+        (["a", ""], "eval", "item id"),
+    ],
+    ids=["unknown-id", "unknown-split", "string-not-list", "empty-id"],
+)
+def test_invalid_assign_split_raises_and_moves_nothing(
+    store: SqlStore, item_ids: Any, split: str, match: str
+) -> None:
+    store.add_items(items_("a", "b"))
+    with pytest.raises(StoreError, match=match):
+        store.assign_split(item_ids, split)
+    assert ids(store.items("train")) == ["a", "b"]
+
+
+@pytest.mark.timeout(60)
+def test_assign_split_waits_for_a_label_being_written_and_then_refuses(store: SqlStore) -> None:
+    """A label committed while the move waits for its items is seen: the item does not move."""
+    store.add_items(items_("a", "b"))
+    engine = store._engine
+    now = datetime.now(UTC)
+    with write_transaction(engine) as conn:
+        conn.execute(
+            m.labels.insert().values(
+                item_id="a",
+                source="ls",
+                annotation_id="1",
+                value="pos",
+                skipped=False,
+                withdrawn=False,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        out: list[Any] = []
+        mover = threading.Thread(target=lambda: out.append(_outcome(store, ["a", "b"])))
+        mover.start()
+        _until_blocked(store, mover)
+    mover.join(timeout=30)
+    assert len(out) == 1 and isinstance(out[0], StoreError), out
+    assert "'a' (labeled)" in str(out[0])
+    assert store.count_items("eval") == 0
+
+
+def _outcome(store: SqlStore, item_ids: list[str]) -> Any:
+    try:
+        return store.assign_split(item_ids, "eval")
+    except StoreError as err:
+        return err
+
+
+def _until_blocked(store: SqlStore, thread: threading.Thread, limit_s: float = 5.0) -> None:
+    """Return once ``thread`` waits on a lock (PostgreSQL: seen in pg_locks), or has ended."""
+    if store.dialect != "postgresql":
+        time.sleep(0.3)  # SQLite: BEGIN IMMEDIATE waits on the write lock held by the caller
+        return
+    deadline = time.monotonic() + limit_s
+    probe = sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted")
+    with store._engine.connect() as conn:
+        while thread.is_alive() and time.monotonic() < deadline:
+            if conn.execute(probe).scalar():
+                return
+            conn.rollback()
+            time.sleep(0.01)
 
 
 # -- labels --------------------------------------------------------------------------------
@@ -402,6 +542,92 @@ def test_training_set_of_an_empty_store_and_bad_split(store: SqlStore) -> None:
         store.training_set("validation")
 
 
+# -- rejected answers ----------------------------------------------------------------------
+def test_record_rejections_is_idempotent_and_a_new_reason_replaces_the_old(
+    store: SqlStore,
+) -> None:
+    store.add_items(items_("a", "b", "z"))
+    assert store.rejections() == []
+    assert store.record_rejections([]) == 0
+    first = [rej("z", "9"), rej("a", "1", "empty result"), rej("b", "2")]
+    assert store.record_rejections(first) == 3
+    got = store.rejections()
+    # oldest first, and within a batch in the order given (not by id)
+    assert [(r.item_id, r.annotation_id, r.reason) for r in got] == [
+        ("z", "9", "choice 'maybe' is not a class"),
+        ("a", "1", "empty result"),
+        ("b", "2", "choice 'maybe' is not a class"),
+    ]
+    assert all(r.created_at is not None and r.created_at.utcoffset() == timedelta(0) for r in got)
+    assert store.record_rejections(iter(first)) == 0
+    assert store.rejections() == got
+    # another reason for a known identity replaces it in place (not new)
+    assert store.record_rejections([rej("a", "1", "choice 'x' is not a class")]) == 0
+    after = store.rejections()
+    assert [r.reason for r in after] == [
+        "choice 'maybe' is not a class",
+        "choice 'x' is not a class",
+        "choice 'maybe' is not a class",
+    ]
+    assert after[1].created_at == got[1].created_at
+    # another source, or another item, under the same annotation id is another rejection
+    assert store.record_rejections([rej("a", "1", source="import"), rej("b", "1")]) == 2
+    assert [(r.source, r.item_id) for r in store.rejections()[3:]] == [("import", "a"), ("ls", "b")]
+    # rejections are never labels
+    assert store.labels() == [] and store.label_revision() == 0
+    assert len(store.training_set()) == 0
+
+
+def test_record_rejections_repeated_identity_in_one_batch_last_wins(store: SqlStore) -> None:
+    store.add_items(items_("a"))
+    batch = [rej("a", "1", "first"), rej("a", "1", "second"), rej("a", "2", "other")]
+    assert store.record_rejections(batch) == 2
+    assert [(r.annotation_id, r.reason) for r in store.rejections()] == [
+        ("1", "second"),
+        ("2", "other"),
+    ]
+
+
+def test_rejection_created_at_is_kept_in_utc(store: SqlStore) -> None:
+    store.add_items(items_("a", "b"))
+    plus2 = timezone(timedelta(hours=2))
+    store.record_rejections(
+        [
+            rej("a", "1", created_at=datetime(2024, 3, 1, 12, 0, tzinfo=plus2)),
+            rej("b", "2", created_at=datetime(2024, 3, 1, 12, 0)),  # naive: taken as UTC
+        ]
+    )
+    a, b = store.rejections()
+    assert a.created_at == datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
+    assert b.created_at == datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+    assert a.created_at.utcoffset() == b.created_at.utcoffset() == timedelta(0)
+
+
+def test_rejection_of_an_unknown_item_raises_and_writes_nothing(store: SqlStore) -> None:
+    store.add_items(items_("a", "b"))
+    store.record_rejections([rej("a", "1", "old")])
+    with pytest.raises(StoreError, match="1 unknown: 'ghost'"):
+        store.record_rejections([rej("a", "1", "new"), rej("b", "2"), rej("ghost", "3")])
+    assert [(r.item_id, r.reason) for r in store.rejections()] == [("a", "old")]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        rej("a", "1", ""),
+        rej("a", "1", source=""),
+        rej("a", ""),
+        lab("a", "pos", "1"),
+    ],
+    ids=["empty-reason", "empty-source", "empty-annotation-id", "not-a-rejection"],
+)
+def test_invalid_rejection_raises_and_writes_nothing(store: SqlStore, bad: Any) -> None:
+    store.add_items(items_("a", "b"))
+    with pytest.raises(StoreError, match="Expected"):
+        store.record_rejections([rej("b", "ok"), bad])
+    assert store.rejections() == []
+
+
 # -- queries -------------------------------------------------------------------------------
 def test_record_queries_is_atomic_with_the_step_and_idempotent(store: SqlStore) -> None:
     store.add_items(items_("a", "b", "c", "d"))
@@ -616,9 +842,13 @@ def test_reopen_finds_the_data(store_url: str) -> None:
         s.add_labels([lab("a", "pos", "1")])
         s.begin_iteration({"k": "v"})
         s.set_meta("classes", ["neg", "pos"])
+        s.record_rejections([rej("b", "2")])
+        s.assign_split(["b"], "eval")
         rev = s.label_revision()
     with SqlStore.open(store_url, migrate=False) as s:
         assert ids(s.items()) == ["a", "b"]
+        assert ids(s.items("eval")) == ["b"]
+        assert [(r.item_id, r.annotation_id) for r in s.rejections()] == [("b", "2")]
         assert [x.value for x in s.labels()] == ["pos"]
         assert s.label_revision() == rev
         assert s.unfinished_iteration() is not None
@@ -669,6 +899,104 @@ def test_upgrade_and_current_revision_without_opening(store_url: str) -> None:
     assert upgrade(store_url) == head_revision()  # idempotent
     with SqlStore.open(store_url, migrate=False) as s:
         assert s.count_items() == 0
+
+
+def test_upgrading_a_filled_database_from_revision_0001_keeps_its_data(store_url: str) -> None:
+    cfg = alembic_config(store_url)
+    command.upgrade(cfg, "0001")
+    assert current_revision(store_url) == "0001"
+    t0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    engine = create_store_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            assert "label_rejections" not in sa.inspect(conn).get_table_names()
+            conn.execute(
+                m.items.insert(),
+                [
+                    {"id": "a", "text": "ä text", "split": "train", "meta": {}, "created_at": t0},
+                    {"id": "b", "text": "b", "split": "train", "meta": {"k": 1}, "created_at": t0},
+                    {"id": "c", "text": "c", "split": "train", "meta": {}, "created_at": t0},
+                    {"id": "t", "text": "t", "split": "test", "meta": {}, "created_at": t0},
+                ],
+            )
+            label_id = conn.scalar(
+                m.labels.insert()
+                .values(
+                    item_id="a",
+                    source="ls",
+                    annotation_id="1",
+                    annotator="ann",
+                    value="pos",
+                    skipped=False,
+                    withdrawn=False,
+                    created_at=t0,
+                    updated_at=t0,
+                )
+                .returning(m.labels.c.id)
+            )
+            conn.execute(
+                m.label_events.insert().values(
+                    label_id=label_id,
+                    item_id="a",
+                    action="insert",
+                    value="pos",
+                    skipped=False,
+                    created_at=t0,
+                )
+            )
+            conn.execute(
+                m.iterations.insert().values(
+                    number=1, status="running", step="begin", started_at=t0, timings={}, info={}
+                )
+            )
+            conn.execute(
+                m.queries.insert().values(
+                    item_id="b",
+                    iteration=1,
+                    score=0.5,
+                    rank=0,
+                    strategy="entropy",
+                    kind="query",
+                    sent=True,
+                    created_at=t0,
+                )
+            )
+            conn.execute(m.meta.insert().values(key="classes", value=["neg", "pos"]))
+    finally:
+        engine.dispose()
+    with pytest.raises(StoreError, match="alloop db upgrade"):
+        SqlStore.open(store_url, migrate=False)
+
+    with SqlStore.open(store_url) as s:
+        assert current_revision(store_url) == head_revision() != "0001"
+        assert s.get_items(["a", "b", "t"]) == [
+            Item(id="a", text="ä text"),
+            Item(id="b", text="b", meta={"k": 1}),
+            Item(id="t", text="t", split="test"),
+        ]
+        assert s.labels() == [lab("a", "pos", "1", annotator="ann", created_at=t0)]
+        assert s.label_revision() == 1
+        assert s.queries() == [query("b", 1, 0, sent=True)]
+        assert s.unfinished_iteration() is not None
+        assert s.get_meta("classes") == ["neg", "pos"]
+        assert ids(s.pool()) == ["c"]
+        # the new table works on the upgraded database, and the schema equals the models
+        assert s.record_rejections([rej("a", "2")]) == 1
+        assert s.assign_split(["c"], "eval") == 1
+        with s._engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(ctx, m.metadata) == []
+
+    # and back down: the table goes, the rest stays
+    command.downgrade(cfg, "0001")
+    assert current_revision(store_url) == "0001"
+    engine = create_store_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            assert "label_rejections" not in sa.inspect(conn).get_table_names()
+            assert conn.scalar(sa.select(sa.func.count()).select_from(m.items)) == 4
+    finally:
+        engine.dispose()
 
 
 def test_a_database_from_a_newer_alloop_is_refused(store_url: str) -> None:
@@ -801,6 +1129,16 @@ def test_two_stores_writing_at_once_neither_corrupt_nor_duplicate(store_url: str
         assert sorted(results) == [0, 100]
         assert len(a.queries(1)) == 100
         assert a.iterations()[0].step == "selected"
+
+        rejections = [rej(f"i{n:04d}", f"r{n}") for n in range(300, 500)]
+        results = _race(2, lambda k: pair[k].record_rejections(rejections))
+        assert sorted(results) == [0, 200]
+        assert b.rejections() == a.rejections() and len(a.rejections()) == 200
+
+        sample = [f"i{n:04d}" for n in range(500, 600)]
+        results = _race(2, lambda k: pair[k].assign_split(sample, "eval"))
+        assert sorted(results) == [0, 100]
+        assert ids(a.items("eval")) == sample
     finally:
         a.close()
         b.close()
