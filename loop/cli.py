@@ -443,6 +443,7 @@ def status(
             "classes": store.get_meta("classes"),
             "labels_per_class": dict(Counter(ts.labels)),
             "ties_left_out": len(ts.ties),
+            "rejected_answers": len(store.rejections()),
             "agreement": ts.agreement,
             "model_versions": [
                 {
@@ -464,6 +465,24 @@ def status(
                 for i in store.iterations()[-10:]
             ],
         }
+        n_eval = info["items"]["eval"]
+        eval_labeled = len(store.training_set("eval"))
+        info["eval_sample"] = {"size": n_eval, "labeled": eval_labeled}
+        if n_eval == 0:
+            info["metrics_note"] = (
+                "metrics are on the held-out test split"
+                if info["items"]["test"]
+                else "no held-out data: set eval_sample_size to measure the model"
+            )
+        elif eval_labeled < n_eval:
+            info["metrics_note"] = (
+                f"NOT YET TRUSTWORTHY: {eval_labeled}/{n_eval} items of the random evaluation "
+                "sample are labeled (actively selected labels are a biased sample)"
+            )
+        else:
+            info["metrics_note"] = (
+                f"trustworthy: the random evaluation sample ({n_eval} items) is labeled"
+            )
     finally:
         store.close()
     if as_json:
@@ -474,9 +493,11 @@ def status(
         f"items: {info['items']}; pool (never asked): {info['pool']}; classes: {info['classes']}"
     )
     out.print(
-        f"training labels per class: {info['labels_per_class']} (ties left out: {info['ties_left_out']})"
+        f"training labels per class: {info['labels_per_class']} (ties left out: {info['ties_left_out']}, "
+        f"rejected answers: {info['rejected_answers']}, agreement: {_fmt(info['agreement'])})"
     )
-    t = Table("model", "trainer", "labels", "status", "test acc", "test macro-F1")
+    out.print(f"metrics: {info['metrics_note']}")
+    t = Table("model", "trainer", "labels", "status", "test acc", "test F1", "eval acc", "eval n")
     for m in info["model_versions"][-10:]:
         mt = m["metrics"]
         t.add_row(
@@ -486,6 +507,8 @@ def status(
             m["status"],
             _fmt(mt.get("test_accuracy")),
             _fmt(mt.get("test_macro_f1")),
+            _fmt(mt.get("eval_accuracy")),
+            str(mt.get("eval_n", 0)),
         )
     out.print(t)
 

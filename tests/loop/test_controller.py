@@ -218,3 +218,38 @@ def test_unknown_strategy_and_bad_settings_fail_early(setup) -> None:  # type: i
         make(strategy="no-such-strategy")
     with pytest.raises(Exception, match="needs an embedder"):
         make(cold_start="diverse")
+
+
+def test_eval_sample_is_sent_first_labeled_and_never_trained_on(setup) -> None:  # type: ignore[no-untyped-def]
+    store, tool, trainer, make, gold = setup
+    ctrl = make(eval_sample_size=6)
+    r1 = ctrl.run_iteration()
+    evals = store.items("eval")
+    assert len(evals) == 6 and r1.selected == 6 + 8
+    q1 = store.queries(iteration=1)
+    assert [q.kind for q in q1[:6]] == ["eval"] * 6 and {q.item_id for q in q1[:6]} == {it.id for it in evals}
+    assert not {it.id for it in evals} & {it.id for it in store.pool()}
+    r2 = ctrl.run_iteration()
+    assert r2.trained and r2.n_labels == 8  # the 6 eval answers are not in the training set
+    assert not set(store.training_set().item_ids) & {it.id for it in evals}
+    assert r2.metrics["eval_n"] == 6 and 0 <= r2.metrics["eval_accuracy"] <= 1
+    ctrl.run_iteration()
+    assert len(store.items("eval")) == 6  # topped up once, not again
+    assert len([q for q in store.queries() if q.kind == "eval"]) == 6
+
+
+def test_eval_sample_survives_a_crash_between_moving_and_recording(setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    store, tool, trainer, make, gold = setup
+    ctrl = make(eval_sample_size=5)
+
+    def boom(*a, **k):  # type: ignore[no-untyped-def]
+        raise OSError("injected failure before recording")
+
+    monkeypatch.setattr(store, "record_queries", boom)
+    with pytest.raises(OSError):
+        ctrl.run_iteration()
+    assert len(store.items("eval")) == 5 and store.queries() == []
+    monkeypatch.undo()
+    make(eval_sample_size=5).run_iteration()
+    assert len(store.items("eval")) == 5
+    assert sorted(q.item_id for q in store.queries() if q.kind == "eval") == sorted(it.id for it in store.items("eval"))
