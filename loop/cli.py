@@ -224,7 +224,9 @@ def simulate(
     ],
     strategy: Annotated[
         list[str], typer.Option(help="strategy to compare (repeatable); random always runs")
-    ] = ["margin"],  # noqa: B006
+    ] = [  # noqa: B006
+        "margin"
+    ],
     model: Annotated[str, typer.Option(help="embed-lr | finetune")] = "embed-lr",
     initial: Annotated[int, typer.Option(help="cold-start labels")] = 50,
     step: Annotated[int, typer.Option(help="labels added per iteration")] = 50,
@@ -237,19 +239,40 @@ def simulate(
     full_reference: Annotated[
         bool, typer.Option(help="also train on all labels (upper reference)")
     ] = True,
+    via_label_studio: Annotated[
+        bool,
+        typer.Option(
+            "--via-label-studio", help="annotator bots answer through a real Label Studio"
+        ),
+    ] = False,
+    annotators: Annotated[
+        int, typer.Option(help="bots answering each task (--via-label-studio)")
+    ] = 1,
+    error_rate: Annotated[
+        float, typer.Option(help="share of wrong answers per bot (--via-label-studio)")
+    ] = 0.0,
+    skip_rate: Annotated[
+        float, typer.Option(help="share of skipped tasks per bot (--via-label-studio)")
+    ] = 0.0,
     config: ConfigOpt = None,
     home: HomeOpt = None,
 ) -> None:
-    """Compare strategies with an oracle annotator; writes summary.json, curves.csv, curves.png."""
+    """Compare strategies with an oracle annotator; writes summary.json, curves.csv, curves.png.
+
+    With --via-label-studio the whole loop runs through Label Studio: every (strategy, seed) gets
+    its own project, bots answer through the API, the loop polls their answers back."""
     import strategies as strat
-    from connectors.store import SqlStore
     from loop.report import write_summary
-    from loop.simulation import SimulationConfig, run_simulation
-    from loop.wiring import load_dataset, make_embedder, make_trainer
+    from loop.simulation import SimulationConfig
 
     s = _settings(config, home, model=model)
     for name in strategy:
         strat.get_measure(name)  # unknown names fail before any work
+    if not via_label_studio and (annotators, error_rate, skip_rate) != (1, 0.0, 0.0):
+        raise ConfigError(
+            "--annotators, --error-rate and --skip-rate need --via-label-studio.",
+            "add --via-label-studio or drop those options.",
+        )
     cfg = SimulationConfig(
         strategies=tuple(strategy),
         initial=initial,
@@ -263,22 +286,27 @@ def simulate(
     work.mkdir(parents=True, exist_ok=True)
     for old in work.glob("*.db*"):
         old.unlink()
-    with progress_bars() as prog:
-        ds = load_dataset(dataset, s, progress=prog)
-        trainer = make_trainer(s)
-        embedder = make_embedder(s) if cold_start == "diverse" else None
-        summary = run_simulation(
-            dataset=ds.name,
-            items=ds.items,
-            gold=ds.gold,
-            classes=ds.classes,
-            trainer=trainer,
-            make_store=lambda tag: SqlStore.open(f"sqlite:///{work / tag}.db"),
-            work_dir=work,
-            config=cfg,
-            embedder=embedder,
-            progress=prog,
-        )
+    handle = None
+    try:
+        with progress_bars() as prog:
+            from loop.wiring import load_dataset
+
+            ds = load_dataset(dataset, s, progress=prog)
+            make_tool = None
+            if via_label_studio:
+                handle, make_tool = _label_studio_bots(
+                    s, list(ds.classes), annotators, error_rate, skip_rate
+                )
+            summary = _simulate(s, ds, cfg, work, cold_start, make_tool, prog)
+    finally:
+        if handle is not None:
+            handle.stop()
+    if via_label_studio:
+        summary["label_studio"] = {
+            "annotators": annotators,
+            "error_rate": error_rate,
+            "skip_rate": skip_rate,
+        }
     paths = write_summary(summary, out_dir)
     t = Table(
         "strategy",
@@ -289,12 +317,13 @@ def simulate(
         title=f"{ds.name}, {model}, {seeds} seed(s)",
     )
     for name, r in summary["strategies"].items():
+        secs = sum(x["seconds"] for x in r["per_seed"]) / len(r["per_seed"])
         t.add_row(
             name,
             f"{r['auc']:.4f}",
             f"{r['final_accuracy']:.4f}",
             f"{r['final_macro_f1']:.4f}",
-            f"{sum(x['seconds'] for x in r['per_seed']) / len(r['per_seed']):.1f}",
+            f"{secs:.1f}",
         )
     out.print(t)
     if summary["full_data_accuracy"]:
@@ -302,6 +331,63 @@ def simulate(
             f"all {summary['pool_size']} labels: accuracy {summary['full_data_accuracy']['mean']:.4f}"
         )
     out.print(f"wrote {paths['summary']}, {paths['csv']}, {paths['plot']}")
+
+
+def _simulate(
+    s: Settings, ds: Any, cfg: Any, work: Path, cold_start: str, make_tool: Any, prog: Any
+) -> dict[str, Any]:
+    from connectors.store import SqlStore
+    from loop.simulation import run_simulation
+    from loop.wiring import make_embedder, make_trainer
+
+    trainer = make_trainer(s)
+    embedder = make_embedder(s) if cold_start == "diverse" else None
+    return run_simulation(
+        dataset=ds.name,
+        items=ds.items,
+        gold=ds.gold,
+        classes=ds.classes,
+        trainer=trainer,
+        make_store=lambda tag: SqlStore.open(f"sqlite:///{work / tag}.db"),
+        work_dir=work,
+        config=cfg,
+        embedder=embedder,
+        progress=prog,
+        make_tool=make_tool,
+    )
+
+
+def _label_studio_bots(
+    s: Settings, classes: list[str], annotators: int, error_rate: float, skip_rate: float
+) -> Any:
+    """Start (or connect to) Label Studio; return it and a per-run factory of (tool, bot answer)."""
+    import uuid
+
+    from connectors.labelstudio.bot import AnnotatorBot
+    from loop.wiring import label_studio, make_labelstudio_tool
+
+    handle = label_studio(s, say=out.print)
+    run_id = uuid.uuid4().hex[:6]
+
+    def make_tool(tag: str, seed: int, gold: Any) -> Any:
+        tool = make_labelstudio_tool(s, handle, classes, project_title=f"alloop-sim-{run_id}-{tag}")
+        bot = AnnotatorBot(
+            handle.url,
+            handle.token,
+            project_id=tool.project_id,
+            gold=gold,
+            classes=classes,
+            annotators=annotators,
+            error_rate=error_rate,
+            skip_rate=skip_rate,
+            seed=seed,
+        )
+        return tool, bot.answer_pending
+
+    out.print(
+        f"Label Studio {handle.url}: one project per strategy and seed, titled alloop-sim-{run_id}-*"
+    )
+    return handle, make_tool
 
 
 # -- the live loop ----------------------------------------------------------------------

@@ -101,8 +101,10 @@ class Store(Protocol):
 
     # -- items ---------------------------------------------------------------------------
     def add_items(self, items: Iterable[Item]) -> AddItemsResult:
-        """All-or-nothing. An existing id with the same text and split counts as existing; an
-        existing id with a different text raises StoreError and nothing is written."""
+        """All-or-nothing. An existing id with the same text and the same split it was first
+        added with counts as existing, also after ``assign_split`` moved it (the stored item
+        keeps its current split). An existing id with a different text or another original
+        split raises StoreError and nothing is written."""
         ...
 
     def get_items(self, ids: Sequence[str]) -> list[Item]:
@@ -114,13 +116,17 @@ class Store(Protocol):
     def count_items(self, split: str | None = None) -> int: ...
 
     def pool(self) -> list[Item]:
-        """``train`` items never queried, never labeled, never skipped; ordered by id."""
+        """``train`` items never queried and without any label, answered, skipped or withdrawn
+        (the rule of ``assign_split``, so pool items can always move); ordered by id."""
         ...
 
     def assign_split(self, item_ids: Sequence[str], split: str) -> int:
         """Move items to another split (e.g. pool items into the ``eval`` sample). Only items
-        that were never queried and have no label may move; otherwise StoreError and nothing
-        moves. Items already in ``split`` are left as they are. Returns how many moved."""
+        that were never queried and never had a label (not even a skipped or withdrawn one)
+        may move, which every ``pool()`` item satisfies; otherwise StoreError and nothing
+        moves. Items already in ``split`` are left as they are. The split an item was first
+        added with is kept, so ``add_items`` of the same data still counts it as existing.
+        Returns how many moved."""
         ...
 
     # -- labels --------------------------------------------------------------------------

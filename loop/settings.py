@@ -53,6 +53,7 @@ class LabelStudioSettings(BaseModel):
     project_title: str = "alloop"
     port: int = Field(8080, ge=1, le=65535, description="port of the local Label Studio")
     username: str = "admin@alloop.local"
+    venv: Path | None = Field(None, description="the local Label Studio's own virtualenv; default <home>/labelstudio/venv")
     poll_seconds: float = Field(10.0, gt=0)
 
 

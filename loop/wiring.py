@@ -114,7 +114,7 @@ def label_studio(settings: Settings, say: Any = print) -> LabelStudioHandle:
         return LabelStudioHandle(ls.url, ls.token)
     from connectors.labelstudio import server as lss
 
-    venv = settings.home / "labelstudio" / "venv"
+    venv = ls.venv or settings.home / "labelstudio" / "venv"
     if lss.installed_version(venv) != lss.LS_VERSION:
         say(f"installing Label Studio {lss.LS_VERSION} into {venv} (about a minute, once)")
     lss.install(venv)

@@ -1,7 +1,9 @@
 """The store's tables (SQLAlchemy Core). The Alembic migrations in ``migrations/`` build exactly
 this schema; a test compares the two on SQLite and PostgreSQL.
 
-- ``items``: one row per text; ``meta`` is free JSON.
+- ``items``: one row per text; ``meta`` is free JSON. ``split`` is where the item is now
+  (``assign_split`` moves pool items into the ``eval`` sample); ``origin_split`` is the split it
+  was imported with and never changes, so importing the same data again still matches it.
 - ``labels``: one row per ``(source, annotation_id, item_id)``; several annotators per item fit.
   A withdrawn row stays (``withdrawn=True``) so the history is never lost.
 - ``label_events``: append-only log of every insert/update/withdrawal; its max id is the
@@ -76,6 +78,7 @@ items = sa.Table(
     sa.Column("split", sa.Text(), nullable=False),
     sa.Column("meta", json_type(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("origin_split", sa.Text(), nullable=False),
     sa.Index(None, "split", "id"),
 )
 

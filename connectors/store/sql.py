@@ -348,8 +348,10 @@ class SqlStore:
     def add_items(self, items: Iterable[Item]) -> AddItemsResult:
         """Insert new items in one transaction; all-or-nothing.
 
-        An id already stored (or repeated in the batch) with the same text and split counts as
-        existing; the same id with another text or split raises StoreError."""
+        An id already stored with the same text and the same split it was imported with counts
+        as existing, even after ``assign_split`` moved it (the stored item keeps its current
+        split); so does an id repeated in the batch with the same text and split. The same id
+        with another text or another import split raises StoreError."""
         batch: dict[str, Item] = {}
         total = 0
         for item in items:
@@ -379,21 +381,27 @@ class SqlStore:
             stored: set[str] = set()
             for chunk in _chunks(ids):
                 rows = conn.execute(
-                    sa.select(m.items.c.id, m.items.c.text, m.items.c.split).where(
+                    sa.select(m.items.c.id, m.items.c.text, m.items.c.origin_split).where(
                         m.items.c.id.in_(chunk)
                     )
                 )
                 for row in rows:
                     stored.add(row.id)
                     item = batch[row.id]
-                    if (row.text, row.split) != (item.text, item.split):
-                        conflicts.append(row.id)
+                    why: list[str] = []
+                    if row.text != item.text:
+                        why.append("another text")
+                    if row.origin_split != item.split:
+                        why.append(f"imported as {row.origin_split!r}, given {item.split!r}")
+                    if why:
+                        conflicts.append(f"{row.id!r} ({'; '.join(why)})")
             if conflicts:
                 raise StoreError(
-                    f"Expected existing item ids to keep their text and split; {len(conflicts)} "
-                    f"differ from the stored items: {_show(sorted(conflicts))}.",
-                    "give changed texts new ids (an id names one text forever); nothing was "
-                    "written.",
+                    f"Expected existing item ids to keep their text and the split they were "
+                    f"imported with; {len(conflicts)} differ from the stored items: "
+                    f"{_show(sorted(conflicts), quote=False)}.",
+                    "give changed texts new ids (an id names one text and one import split "
+                    "forever; moves by assign_split do not count); nothing was written.",
                 )
             now = _now()
             new = [
@@ -401,6 +409,7 @@ class SqlStore:
                     "id": item.id,
                     "text": item.text,
                     "split": item.split,
+                    "origin_split": item.split,
                     "meta": dict(item.meta),
                     "created_at": now,
                 }
@@ -446,14 +455,16 @@ class SqlStore:
             return int(conn.scalar(stmt) or 0)
 
     def pool(self) -> list[Item]:
-        """``train`` items never queried, never labeled, never skipped; ordered by id."""
+        """``train`` items never queried and without any label row (no answer, no skip, not even
+        a withdrawn label); ordered by id. The same rule as ``assign_split``, so any sample of
+        the pool may move to another split."""
         i, q, lab = m.items, m.queries, m.labels
         stmt = (
             sa.select(*_item_columns())
             .where(
                 i.c.split == "train",
                 ~sa.exists().where(q.c.item_id == i.c.id),
-                ~sa.exists().where(lab.c.item_id == i.c.id, lab.c.withdrawn.is_(sa.false())),
+                ~sa.exists().where(lab.c.item_id == i.c.id),
             )
             .order_by(i.c.id)
         )
@@ -466,9 +477,11 @@ class SqlStore:
         Returns how many moved; items already in ``split`` are left as they are (not counted,
         not checked). An item that was ever asked or labeled never moves: one with a query, or
         with any label row (an answer, a skip, or a withdrawn label, since some model may have
-        trained on it while it was active) raises StoreError naming it. Recorded rejections do
-        not hold an item (nothing was trained on them). Unknown ids raise StoreError too; on
-        any error nothing moves."""
+        trained on it while it was active) raises StoreError naming it; ``pool()`` holds none of
+        these, so pool items always move. Recorded rejections do not hold an item (nothing was
+        trained on them). Unknown ids raise StoreError too; on any error nothing moves. Only
+        ``split`` changes: the split an item was imported with stays, so ``add_items`` of the
+        same data still finds the moved items existing."""
         _check_choice(split, SPLITS, "split")
         if isinstance(item_ids, str):
             raise StoreError(

@@ -1,17 +1,19 @@
 """Contract suite for ``Store`` (loop/contracts.py), run on SQLite and PostgreSQL.
 
 Every docstring promise of the contract has a test here: idempotency, all-or-nothing batches,
-label updates and withdrawals, skips leaving the pool, split assignment that never moves an item
-once asked or labeled, recorded label rejections, majority vote / ties / agreement on
-hand-computed cases, atomic and idempotent ``record_queries``, the iteration lifecycle, meta,
-reopening, migrations matching the models (and upgrading a filled database from an older
-revision), and two stores writing one database at once.
+label updates and withdrawals, skips and withdrawn labels leaving the pool for good, split
+assignment that never moves an item once asked or labeled (and always moves pool items),
+re-imports that recognise items moved to another split, recorded label rejections, majority
+vote / ties / agreement on hand-computed cases, atomic and idempotent ``record_queries``, the
+iteration lifecycle, meta, reopening, migrations matching the models (and upgrading a filled
+database from each older revision), and two stores writing one database at once.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -149,6 +151,43 @@ def test_changed_split_of_existing_id_raises(store: SqlStore) -> None:
     assert store.count_items("test") == 0
 
 
+def test_re_adding_items_moved_by_assign_split_counts_them_existing(store: SqlStore) -> None:
+    data = items_("a", "b", "c") + items_("t", split="test")
+    store.add_items(data)
+    assert store.assign_split(["a", "t"], "eval") == 2
+    assert store.add_items(data) == AddItemsResult(added=0, existing=4)
+    # the stored items keep their current split; new ids of the same batch are added
+    assert store.get_items(["a", "b", "t"]) == [
+        Item(id="a", text="text of a", split="eval"),
+        Item(id="b", text="text of b"),
+        Item(id="t", text="text of t", split="eval"),
+    ]
+    assert store.add_items(data + items_("d")) == AddItemsResult(added=1, existing=4)
+    assert ids(store.items("eval")) == ["a", "t"]
+    assert ids(store.pool()) == ["b", "c", "d"]
+    # moved back, still the same import split
+    assert store.assign_split(["a"], "train") == 1
+    assert store.add_items(items_("a")) == AddItemsResult(added=0, existing=1)
+
+
+def test_re_adding_a_moved_item_under_another_split_or_text_raises(store: SqlStore) -> None:
+    store.add_items(items_("a", "b"))
+    store.assign_split(["a"], "eval")
+    # the split it was imported with counts, not the one it was moved to
+    for split in ("test", "eval"):
+        with pytest.raises(StoreError, match=f"'a' \\(imported as 'train', given '{split}'\\)"):
+            store.add_items(items_("new") + items_("a", split=split))
+    with pytest.raises(StoreError, match="'a' \\(another text\\)"):
+        store.add_items([Item(id="a", text="changed")])
+    with pytest.raises(StoreError, match="'b' \\(another text; imported as 'train'"):
+        store.add_items([Item(id="b", text="changed", split="test")])
+    assert ids(store.items()) == ["a", "b"]
+    assert store.get_items(["a", "b"]) == [
+        Item(id="a", text="text of a", split="eval"),
+        Item(id="b", text="text of b"),
+    ]
+
+
 def test_conflicting_duplicate_inside_a_batch_raises_and_writes_nothing(store: SqlStore) -> None:
     batch = [Item(id="z", text="ok"), Item(id="a", text="one"), Item(id="a", text="two")]
     with pytest.raises(StoreError, match="'a'"):
@@ -196,12 +235,41 @@ def test_pool_excludes_queried_labeled_and_skipped_items(store: SqlStore) -> Non
     it = store.begin_iteration({})
     store.record_queries(it.number, [query("c", it.number, 0)])
     assert ids(store.pool()) == ["d", "e", "f"]
-    # a withdrawn label no longer holds the item out of the pool (it was never queried)
-    store.add_labels([lab("a", None, "1")])
-    assert ids(store.pool()) == ["a", "d", "e", "f"]
-    # withdrawing the queried item's label does not return it: it was asked already
+    # a withdrawn answer or skip still holds the item out: some model may have trained on it
+    store.add_labels(
+        [lab("a", None, "1"), Label(item_id="b", value=None, source="ls", annotation_id="2")]
+    )
+    assert store.labels(["a", "b"]) == []
+    assert ids(store.pool()) == ["d", "e", "f"]
+    # a label answered and withdrawn within one batch leaves a row too
+    store.add_labels([lab("d", "neg", "4"), lab("d", None, "4")])
+    assert ids(store.pool()) == ["e", "f"]
+    # withdrawing the queried item's label does not return it either
     store.add_labels([lab("c", "neg", "3"), lab("c", None, "3")])
-    assert "c" not in ids(store.pool())
+    assert ids(store.pool()) == ["e", "f"]
+    # a recorded rejection does not hold an item (nothing was trained on it)
+    store.record_rejections([rej("e", "5")])
+    assert ids(store.pool()) == ["e", "f"]
+
+
+def test_assign_split_of_the_pool_always_succeeds_after_withdrawals(store: SqlStore) -> None:
+    """Drawing the eval sample from the pool never hits the withdrawn-label refusal."""
+    names = [f"i{n:02d}" for n in range(12)]
+    store.add_items(items_(*names))
+    store.add_labels([lab(x, "pos", f"a{x}") for x in names[:6]] + [skip(names[6], "s6")])
+    # withdrawn by add_labels and by a snapshot that no longer holds them
+    store.add_labels([lab(x, None, f"a{x}") for x in names[:3]])
+    snapshot = LabelSnapshot(source="ls", item_ids=(names[3], names[6]), labels=())
+    assert store.sync_labels(snapshot).withdrawn == 2
+    assert ids(store.labels(), "item_id") == names[4:6]
+    pool = ids(store.pool())
+    assert pool == names[7:]
+    assert store.assign_split(pool, "eval") == len(pool)
+    assert ids(store.items("eval")) == pool
+    assert store.pool() == []
+    # and every item held out of the pool is refused, with the reason
+    with pytest.raises(StoreError, match="7 were"):
+        store.assign_split(names[:7], "eval")
 
 
 # -- split assignment ----------------------------------------------------------------------
@@ -231,7 +299,7 @@ def test_assign_split_never_moves_an_item_asked_or_labeled(store: SqlStore) -> N
     store.begin_iteration({})
     store.record_queries(1, [query("qry", 1, 0)])
     store.record_rejections([rej("rjd", "4")])
-    assert "wdr" in ids(store.pool())  # back in the pool, but it was labeled once
+    assert ids(store.pool()) == ["ok1", "ok2", "rjd"]  # every held item is out of the pool
     with pytest.raises(StoreError, match="4 were") as err:
         store.assign_split(["ok1", "ans", "skp", "wdr", "qry", "ok2"], "eval")
     text = str(err.value)
@@ -999,6 +1067,179 @@ def test_upgrading_a_filled_database_from_revision_0001_keeps_its_data(store_url
         engine.dispose()
 
 
+def _fill_at_0002(store_url: str, t0: datetime) -> None:
+    """Items of every split; some referred to by a label (and its event), a rejection, a query."""
+    engine = create_store_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            assert "origin_split" not in {c["name"] for c in sa.inspect(conn).get_columns("items")}
+            conn.execute(
+                m.items.insert(),
+                [
+                    {"id": "a", "text": "ä text", "split": "train", "meta": {}, "created_at": t0},
+                    {"id": "b", "text": "b", "split": "train", "meta": {"k": 1}, "created_at": t0},
+                    {"id": "c", "text": "c", "split": "train", "meta": {}, "created_at": t0},
+                    {"id": "e", "text": "e", "split": "eval", "meta": {}, "created_at": t0},
+                    {"id": "t", "text": "t", "split": "test", "meta": {}, "created_at": t0},
+                ],
+            )
+            label_id = conn.scalar(
+                m.labels.insert()
+                .values(
+                    item_id="a",
+                    source="ls",
+                    annotation_id="1",
+                    annotator="ann",
+                    value="pos",
+                    skipped=False,
+                    withdrawn=False,
+                    created_at=t0,
+                    updated_at=t0,
+                )
+                .returning(m.labels.c.id)
+            )
+            conn.execute(
+                m.label_events.insert().values(
+                    label_id=label_id,
+                    item_id="a",
+                    action="insert",
+                    value="pos",
+                    skipped=False,
+                    created_at=t0,
+                )
+            )
+            conn.execute(
+                m.label_rejections.insert().values(
+                    item_id="t",
+                    source="ls",
+                    annotation_id="2",
+                    reason="no choice",
+                    created_at=t0,
+                    updated_at=t0,
+                )
+            )
+            conn.execute(
+                m.iterations.insert().values(
+                    number=1, status="done", step="done", started_at=t0, timings={}, info={}
+                )
+            )
+            conn.execute(
+                m.queries.insert().values(
+                    item_id="b",
+                    iteration=1,
+                    score=0.5,
+                    rank=0,
+                    strategy="entropy",
+                    kind="query",
+                    sent=True,
+                    created_at=t0,
+                )
+            )
+    finally:
+        engine.dispose()
+
+
+def _item_splits(store_url: str) -> dict[str, tuple[str, str]]:
+    engine = create_store_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(m.items.c.id, m.items.c.split, m.items.c.origin_split))
+            return {row.id: (row.split, row.origin_split) for row in rows}
+    finally:
+        engine.dispose()
+
+
+def test_upgrading_a_filled_database_from_revision_0002_backfills_origin_split(
+    store_url: str,
+) -> None:
+    cfg = alembic_config(store_url)
+    command.upgrade(cfg, "0002")
+    t0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    _fill_at_0002(store_url, t0)
+    with SqlStore.open(store_url) as s:
+        assert current_revision(store_url) == head_revision()
+        data = [
+            Item(id="a", text="ä text"),
+            Item(id="b", text="b", meta={"k": 1}),
+            Item(id="c", text="c"),
+            Item(id="e", text="e", split="eval"),
+            Item(id="t", text="t", split="test"),
+        ]
+        assert s.items() == data
+        assert s.labels() == [lab("a", "pos", "1", annotator="ann", created_at=t0)]
+        assert s.label_revision() == 1
+        assert [(r.item_id, r.reason) for r in s.rejections()] == [("t", "no choice")]
+        assert s.queries() == [query("b", 1, 0, sent=True)]
+        assert ids(s.pool()) == ["c"]
+        # every existing row was backfilled with its split, and the column is NOT NULL
+        assert _item_splits(store_url) == {x.id: (x.split, x.split) for x in data}
+        with s._engine.connect() as conn:
+            columns = {c["name"]: c for c in sa.inspect(conn).get_columns("items")}
+            assert columns["origin_split"]["nullable"] is False
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(ctx, m.metadata) == []
+        with pytest.raises(sa.exc.IntegrityError), s._engine.begin() as conn:
+            conn.execute(
+                m.items.insert().values(id="n", text="n", split="train", meta={}, created_at=t0)
+            )
+        # moved items of the upgraded database are found again by a re-import
+        assert s.assign_split(["c"], "eval") == 1
+        assert s.add_items(data) == AddItemsResult(added=0, existing=5)
+        assert _item_splits(store_url)["c"] == ("eval", "train")
+        # the foreign keys survived the rebuild of items (SQLite) and are still enforced
+        with pytest.raises(StoreError, match="'ghost'"):
+            s.add_labels([lab("ghost", "pos", "9")])
+
+    # and back down: the column goes, every row stays
+    command.downgrade(cfg, "0002")
+    assert current_revision(store_url) == "0002"
+    engine = create_store_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            assert "origin_split" not in {c["name"] for c in sa.inspect(conn).get_columns("items")}
+            counts = {
+                t.name: conn.scalar(sa.select(sa.func.count()).select_from(t))
+                for t in (m.items, m.labels, m.label_events, m.label_rejections, m.queries)
+            }
+            assert counts == {
+                "items": 5,
+                "labels": 1,
+                "label_events": 1,
+                "label_rejections": 1,
+                "queries": 1,
+            }
+    finally:
+        engine.dispose()
+
+
+def test_upgrading_sqlite_with_a_dangling_reference_is_refused_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "alloop.db"
+    url = f"sqlite:///{path}"
+    command.upgrade(alembic_config(url), "0002")
+    t0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    _fill_at_0002(url, t0)
+    # written behind the store's back, without foreign-key enforcement (SQLite's default)
+    raw = sqlite3.connect(path)
+    try:
+        with raw:
+            raw.execute("UPDATE labels SET item_id = 'ghost'")
+    finally:
+        raw.close()
+    with pytest.raises(StoreError, match="1 point at no item \\(in labels\\)") as err:
+        SqlStore.open(url)
+    assert "Fix:" in str(err.value)
+    assert current_revision(url) == "0002"
+    engine = create_store_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert "origin_split" not in {c["name"] for c in sa.inspect(conn).get_columns("items")}
+            assert conn.scalar(sa.select(sa.func.count()).select_from(m.items)) == 5
+    finally:
+        engine.dispose()
+
+
 def test_a_database_from_a_newer_alloop_is_refused(store_url: str) -> None:
     with SqlStore.open(store_url) as s:
         with s._engine.begin() as conn:
@@ -1042,7 +1283,7 @@ def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(tmp_path: Pa
         with s._engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+            assert (conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0) >= 1000
         # foreign keys are enforced: a label row for an unknown item is refused by the database
         with pytest.raises(sa.exc.IntegrityError), s._engine.begin() as conn:
             conn.execute(
