@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Sets up (idempotent) and runs the main job: strategy comparison on Rotten Tomatoes with the
-# offline MiniLM (embed-lr), results in runs/rotten-tomatoes/.
+# Sets up (idempotent) and runs the main job: the live loop on Rotten Tomatoes with a local
+# Label Studio (installed into .alloop/labelstudio/venv on first use), state in SQLite
+# (.alloop/alloop.db), the offline MiniLM (embed-lr). Ctrl-C stops cleanly; a rerun resumes.
+# Extra arguments go to `alloop run` (e.g. --max-polls 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/setup.sh
 VENV="${ALLOOP_VENV:-.venv}"
-"$VENV/bin/alloop" data fetch rotten-tomatoes
-exec "$VENV/bin/alloop" simulate --dataset rotten-tomatoes \
-  --strategy margin --strategy entropy --strategy least-confidence \
-  --model embed-lr --initial 50 --step 50 --budget 500 --seeds 3 --out runs/rotten-tomatoes "$@"
+export ALLOOP_EVAL_SAMPLE_SIZE="${ALLOOP_EVAL_SAMPLE_SIZE:-50}"
+exec "$VENV/bin/alloop" run --dataset rotten-tomatoes "$@"
