@@ -173,3 +173,28 @@ class WebhookReceiver:
 def webhook_receiver() -> Iterator[WebhookReceiver]:
     with WebhookReceiver() as receiver:
         yield receiver
+
+
+# --------------------------------------------------------------------------------------------
+# a server of the test's own
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def private_ls_server(
+    ls_venv: Path, ls_template: Path, tmp_path: Path
+) -> Iterator[lss.LocalLabelStudio]:
+    """A started Label Studio of the test's own (own copy of the template, own data dir and
+    port), which the test may stop and start again; stopped at the end. The session server is
+    not touched."""
+    server = lss.LocalLabelStudio.from_template(
+        ls_template, tmp_path / "own-ls" / "data", ls_venv, lss.free_port(), start_timeout=120
+    )
+    try:
+        server.start()
+    except LabelingToolError as err:
+        _unavailable(f"starting a second server from the template failed: {err}")
+    try:
+        yield server
+    finally:
+        server.stop()
