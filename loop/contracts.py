@@ -208,6 +208,25 @@ class Store(Protocol):
 
     def iterations(self) -> list[Iteration]: ...
 
+    # -- leases: one holder at a time across processes and machines ------------------------
+    def acquire_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
+        """Take lease ``name`` for ``holder`` until now + ttl, if it is free, expired, or
+        already held by ``holder`` (then it is renewed). Atomic across processes and machines
+        (the database decides). Returns whether ``holder`` now holds it."""
+        ...
+
+    def renew_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
+        """Extend a lease ``holder`` holds; False when it lost it (expired and taken)."""
+        ...
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up if ``holder`` holds it (a no-op otherwise)."""
+        ...
+
+    def lease(self, name: str) -> tuple[str, datetime] | None:
+        """``(holder, expires_at)`` of an unexpired lease, else None."""
+        ...
+
     # -- key/value metadata (classes, sync cursor, ...) ------------------------------------
     def get_meta(self, key: str, default: Any = None) -> Any: ...
 
