@@ -33,6 +33,12 @@ from loop.progress import SILENT, Progress
 from loop.records import LabelRequest, LabelWriteResult, ModelVersion, Query
 
 SYNC_OVERLAP = timedelta(seconds=5)  # re-read a little of the last window: ingestion is idempotent
+MIN_EVAL_FOR_PROMOTION = 20  # labeled eval items needed before promotion compares on them
+
+
+def _newer(a: ModelVersion, b: ModelVersion) -> bool:
+    """Version ids start with a sequence number (v0001-...), so they order by age."""
+    return a.id > b.id
 
 
 @dataclass
@@ -94,6 +100,8 @@ class Controller:
         min_new_labels: int = 20,
         cold_start: str = "random",
         eval_sample_size: int = 0,
+        promotion: str = "always",
+        promotion_tolerance: float = 0.0,
         embedder: Embedder | None = None,
         seed: int = 0,
         progress: Progress = SILENT,
@@ -128,6 +136,8 @@ class Controller:
         self.min_new_labels = min_new_labels
         self.cold_start = cold_start
         self.eval_sample_size = eval_sample_size
+        self.promotion = promotion
+        self.promotion_tolerance = promotion_tolerance
         self.embedder = embedder
         self.seed = seed
         self.progress = progress
@@ -151,9 +161,40 @@ class Controller:
 
     # -- models --------------------------------------------------------------------------
     def current_model(self) -> ModelVersion | None:
-        """The newest model version that is not rejected."""
-        versions = [mv for mv in self.store.model_versions() if mv.status != "rejected"]
-        return versions[-1] if versions else None
+        """The model the loop uses: the newest *promoted* version (versions recorded before any
+        promotion rule existed count as candidates and are used when nothing is promoted)."""
+        versions = self.store.model_versions()
+        promoted = [mv for mv in versions if mv.status == "promoted"]
+        if promoted:
+            return promoted[-1]
+        candidates = [mv for mv in versions if mv.status == "candidate"]
+        return candidates[-1] if candidates else None
+
+    def promote(self, version_id: str) -> ModelVersion:
+        """Make ``version_id`` the current model: it becomes promoted and newer promoted
+        versions go back to candidate (kept, not current)."""
+        target = self.store.get_model_version(version_id)
+        if target.status == "rejected" and not Path(target.path).exists():
+            raise ModelError(
+                f"model version {version_id} has no files at {target.path}.", "retrain instead."
+            )
+        for mv in self.store.model_versions():
+            if mv.status == "promoted" and mv.id != version_id and _newer(mv, target):
+                self.store.set_model_status(mv.id, "candidate")
+        self.store.set_model_status(version_id, "promoted")
+        return self.store.get_model_version(version_id)
+
+    def rollback(self) -> ModelVersion:
+        """Reject the current model and return to the promoted version before it."""
+        current = self.current_model()
+        promoted = [mv for mv in self.store.model_versions() if mv.status == "promoted"]
+        if current is None or len(promoted) < 2:
+            raise ConfigError(
+                f"nothing to roll back to: {len(promoted)} promoted model version(s).",
+                "promote a specific version instead (alloop models promote ID).",
+            )
+        self.store.set_model_status(current.id, "rejected")
+        return promoted[-2]
 
     def load_classifier(self, mv: ModelVersion) -> Classifier:
         if self._loaded_id != mv.id or self._loaded is None:
@@ -191,9 +232,11 @@ class Controller:
             f"{changes} label changes since {current.id}, below the threshold {self.min_new_labels}",
         )
 
-    def train(self, iteration: int | None) -> ModelVersion:
-        """Train on the current training set, evaluate on the test and eval splits, save and
-        record the model version (moving ``iteration`` to step ``trained``)."""
+    def train(self, iteration: int | None, rule: str | None = None) -> ModelVersion:
+        """Train on the current training set, evaluate on the test and eval splits, decide
+        promotion (``rule``: ``always`` or ``not-worse`` than the current model on the same
+        held-out data; default the controller's ``promotion``), save and record the model
+        version with the decision and its numbers (moving ``iteration`` to step ``trained``)."""
         revision = self.store.label_revision()
         ts = self.store.training_set()
         t0 = time.perf_counter()
@@ -219,6 +262,8 @@ class Controller:
             metrics["ties_left_out"] = len(ts.ties)
         if ts.agreement is not None:
             metrics["agreement"] = ts.agreement
+        decision = self._promotion(clf, metrics, rule or self.promotion)
+        metrics["promotion"] = decision
         mv = ModelVersion(
             id=version_id,
             trainer=self.trainer.name,
@@ -233,11 +278,97 @@ class Controller:
                 "training": dict(getattr(clf, "info", {}) or {}),
             },
             iteration=iteration,
+            status="promoted" if decision["promoted"] else "rejected",
             created_at=self.clock(),
         )
         self.store.add_model_version(mv)
         self._loaded, self._loaded_id = clf, version_id
         return mv
+
+    def _promotion(self, clf: Classifier, metrics: dict[str, Any], rule: str) -> dict[str, Any]:
+        """Whether a new model replaces the current one, with the rule and the numbers."""
+        if rule not in ("always", "not-worse"):
+            raise ConfigError(
+                f"promotion rule must be 'always' or 'not-worse', got {rule!r}.",
+                "pick one of the two.",
+            )
+        current = self.current_model()
+        if rule == "always" or current is None:
+            return {
+                "rule": rule,
+                "promoted": True,
+                "reason": "rule always" if rule == "always" else "no current model",
+            }
+        # the same held-out data for both: the labeled eval sample when it is big enough, else test
+        split = "eval" if metrics.get("eval_n", 0) >= MIN_EVAL_FOR_PROMOTION else "test"
+        held = self.store.training_set(split)
+        if not len(held):
+            return {"rule": rule, "promoted": True, "reason": "no held-out labels to compare on"}
+        cand = metrics[f"{split}_accuracy"]
+        cur_clf = self.load_classifier(current)
+        cur = evaluate(cur_clf, held.texts, held.labels, split)[f"{split}_accuracy"]
+        ok = cand >= cur - self.promotion_tolerance
+        return {
+            "rule": rule,
+            "promoted": bool(ok),
+            "metric": f"{split}_accuracy",
+            "n": len(held),
+            "candidate": cand,
+            "current": cur,
+            "current_id": current.id,
+            "tolerance": self.promotion_tolerance,
+            "reason": f"{cand:.4f} {'>=' if ok else '<'} {cur:.4f} - {self.promotion_tolerance:g} ({current.id})",
+        }
+
+    # -- the nightly retrain ---------------------------------------------------------------
+    def waiting(self) -> list[Query]:
+        """Queries sent to the labeling tool that have no answer yet."""
+        sent = self.store.queries(sent=True)
+        answered = (
+            {lab.item_id for lab in self.store.labels([q.item_id for q in sent])} if sent else set()
+        )
+        return [q for q in sent if q.item_id not in answered]
+
+    def nightly(self) -> dict[str, Any]:
+        """Retrain on all labels, evaluate on held-out data, promote only if not worse than the
+        current model (the rule and the numbers are recorded with the version), and when promoted
+        refresh the predictions and queue order of the tasks still waiting for an answer.
+        The caller holds the iteration lease."""
+        self.sync()
+        need, why = self.needs_training(force=True)
+        if not need:
+            return {"trained": False, "reason": why}
+        mv = self.train(None, rule="not-worse")
+        report: dict[str, Any] = {
+            "trained": True,
+            "model_version": mv.id,
+            "status": mv.status,
+            "promotion": dict(mv.metrics["promotion"]),
+            "refreshed": 0,
+        }
+        refresh = getattr(self.tool, "refresh_predictions", None)
+        if mv.status == "promoted" and refresh is not None:
+            waiting = self.waiting()
+            if waiting:
+                clf = self.load_classifier(mv)
+                items = self.store.get_items([q.item_id for q in waiting])
+                proba = clf.predict_proba([it.text for it in items], progress=self.progress)
+                scores = self.measure(proba, np.random.default_rng([self.seed, 0, 2]))
+                rescored = [
+                    Query(
+                        item_id=q.item_id,
+                        iteration=q.iteration,
+                        score=float(sc),
+                        rank=q.rank,
+                        strategy=self.strategy,
+                        model_version=mv.id,
+                        kind=q.kind,
+                    )
+                    for q, sc in zip(waiting, scores, strict=True)
+                ]
+                refresh(self._requests(rescored, mv))
+                report["refreshed"] = len(rescored)
+        return report
 
     # -- one iteration -------------------------------------------------------------------
     def run_iteration(self, *, force_train: bool = False, k: int | None = None) -> IterationReport:

@@ -74,8 +74,14 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
     ax.set_title(f"{summary['dataset']} — {summary['model']}, {cfg['seeds']} seed(s)")
     same = {"margin", "entropy", "least-confidence"} & set(summary["strategies"])
     if len(summary["classes"]) == 2 and len(same) > 1:
-        ax.text(0.01, 0.01, f"2 classes: {', '.join(sorted(same))} rank items identically (curves overlap)",
-                transform=ax.transAxes, fontsize=7, color="grey")
+        ax.text(
+            0.01,
+            0.01,
+            f"2 classes: {', '.join(sorted(same))} rank items identically (curves overlap)",
+            transform=ax.transAxes,
+            fontsize=7,
+            color="grey",
+        )
     ax.set_xlabel("labeled items")
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3)

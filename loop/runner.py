@@ -48,11 +48,7 @@ class LoopRunner:
 
     def awaiting(self) -> int:
         """Items sent to the labeling tool that have no answer yet."""
-        sent = [q.item_id for q in self.ctrl.store.queries(sent=True)]
-        if not sent:
-            return 0
-        answered = {lab.item_id for lab in self.ctrl.store.labels(sent)}
-        return len(set(sent) - answered)
+        return len(self.ctrl.waiting())
 
     def poll(self) -> IterationReport | None:
         store = self.ctrl.store

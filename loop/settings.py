@@ -53,8 +53,50 @@ class LabelStudioSettings(BaseModel):
     project_title: str = "alloop"
     port: int = Field(8080, ge=1, le=65535, description="port of the local Label Studio")
     username: str = "admin@alloop.local"
-    venv: Path | None = Field(None, description="the local Label Studio's own virtualenv; default <home>/labelstudio/venv")
+    venv: Path | None = Field(
+        None, description="the local Label Studio's own virtualenv; default <home>/labelstudio/venv"
+    )
     poll_seconds: float = Field(10.0, gt=0)
+
+
+class ServiceSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str = Field("127.0.0.1", description="address alloop serve binds")
+    port: int = Field(8765, ge=1, le=65535)
+    public_url: str | None = Field(
+        None, description="how Label Studio reaches the service; default http://<host>:<port>"
+    )
+    api_token: str | None = Field(
+        None, description="bearer token for the write API; None: generated into <home>/service.json"
+    )
+    webhook_secret: str | None = Field(
+        None,
+        description="secret header Label Studio sends; None: generated into <home>/service.json",
+    )
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="larger requests get 413")
+    lease_seconds: float = Field(
+        60.0, gt=1, description="iteration lease time-to-live (renewed while running)"
+    )
+    nightly: str | None = Field(
+        None, description="cron time 'HH:MM' of the nightly retrain; None = off"
+    )
+    timezone: str = Field("UTC", description="time zone of the nightly schedule (IANA name)")
+
+    @model_validator(mode="after")
+    def _check_nightly(self) -> ServiceSettings:
+        if self.nightly is not None:
+            hh, _, mm = self.nightly.partition(":")
+            if not (hh.isdigit() and mm.isdigit() and 0 <= int(hh) < 24 and 0 <= int(mm) < 60):
+                raise ValueError(f"nightly must be 'HH:MM' (24 h), got {self.nightly!r}")
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {self.timezone!r} (use an IANA name like Europe/Paris)"
+            ) from None
+        return self
 
 
 class Settings(BaseSettings):
@@ -97,6 +139,14 @@ class Settings(BaseSettings):
     embed_lr: EmbedLRSettings = EmbedLRSettings()
     finetune: FinetuneSettings = FinetuneSettings()
     label_studio: LabelStudioSettings = LabelStudioSettings()
+    service: ServiceSettings = ServiceSettings()
+    promotion: Literal["always", "not-worse"] = Field(
+        "always",
+        description="loop retrains: promote always, or only when not worse than the current model",
+    )
+    promotion_tolerance: float = Field(
+        0.0, ge=0, le=1, description="not-worse allows this much lower accuracy"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
