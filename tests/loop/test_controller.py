@@ -253,3 +253,69 @@ def test_eval_sample_survives_a_crash_between_moving_and_recording(setup, monkey
     make(eval_sample_size=5).run_iteration()
     assert len(store.items("eval")) == 5
     assert sorted(q.item_id for q in store.queries() if q.kind == "eval") == sorted(it.id for it in store.items("eval"))
+
+
+def test_not_worse_rule_rejects_a_worse_model_and_records_why(setup) -> None:  # type: ignore[no-untyped-def]
+    store, tool, trainer, make, gold = setup
+    ctrl = make(promotion="not-worse")
+    ctrl.run_iteration()
+    ctrl.sync()
+    first = ctrl.train(None)  # no current model: promoted
+    assert first.status == "promoted" and first.metrics["promotion"]["reason"] == "no current model"
+    # poison the training set: flip every label -> a much worse model on the test split
+    for lab in store.labels():
+        if lab.source == "oracle":
+            flipped = "pos" if lab.value == "neg" else "neg"
+            store.add_labels([Label(item_id=lab.item_id, value=flipped, source="oracle", annotation_id=lab.annotation_id)])
+    worse = ctrl.train(None)
+    p = worse.metrics["promotion"]
+    assert worse.status == "rejected" and p["promoted"] is False and p["current_id"] == first.id
+    assert p["metric"] == "test_accuracy" and p["candidate"] < p["current"] and p["n"] == 20
+    assert ctrl.current_model().id == first.id
+    # the rule "always" would have promoted it
+    assert ctrl.train(None, rule="always").status == "promoted"
+
+
+def test_promote_and_rollback(setup) -> None:  # type: ignore[no-untyped-def]
+    store, tool, trainer, make, gold = setup
+    ctrl = make()
+    ctrl.run_iteration()
+    ctrl.sync()
+    a = ctrl.train(None)
+    b = ctrl.train(None)
+    c = ctrl.train(None)
+    assert ctrl.current_model().id == c.id
+    assert ctrl.rollback().id == b.id and ctrl.current_model().id == b.id
+    assert store.get_model_version(c.id).status == "rejected"
+    ctrl.promote(a.id)
+    assert ctrl.current_model().id == a.id and store.get_model_version(b.id).status == "candidate"
+    ctrl.promote(b.id)
+    assert ctrl.current_model().id == b.id
+    with pytest.raises(Exception, match="nothing to roll back to"):
+        ctrl.rollback()
+        ctrl.rollback()
+
+
+def test_nightly_retrains_promotes_and_refreshes_waiting_tasks(setup) -> None:  # type: ignore[no-untyped-def]
+    store, tool, trainer, make, gold = setup
+    refreshed: list = []
+    tool.refresh_predictions = refreshed.extend  # type: ignore[attr-defined]
+    ctrl = make()
+    ctrl.run_iteration()  # cold start: 8 sent, answered at once by the oracle
+    ctrl.run_iteration()  # train v1, send 5 more (answered at once too)
+    # 3 tasks still waiting: sent but not answered yet
+    waiting_ids = [it.id for it in store.pool()[:3]]
+    from loop.records import Query
+
+    it = store.begin_iteration({})
+    store.record_queries(it.number, [Query(item_id=i, iteration=it.number, score=0.5, rank=r, strategy="margin")
+                                     for r, i in enumerate(waiting_ids)])
+    store.mark_sent(waiting_ids)
+    store.update_iteration(it.number, step="done", status="done")
+    ctrl.sync()  # the oracle's answers to the 13 earlier items come in
+    assert sorted(q.item_id for q in ctrl.waiting()) == sorted(waiting_ids)
+    rep = ctrl.nightly()
+    assert rep["trained"] and rep["status"] == "promoted" and rep["promotion"]["rule"] == "not-worse"
+    assert rep["refreshed"] == 3
+    assert sorted(r.item.id for r in refreshed) == sorted(waiting_ids)
+    assert all(r.model_version == rep["model_version"] and r.prediction in ("neg", "pos") for r in refreshed)
