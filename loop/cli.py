@@ -634,6 +634,111 @@ def show_config(config: ConfigOpt = None, home: HomeOpt = None) -> None:
     out.print_json(json.dumps(d))
 
 
+models_app = typer.Typer(no_args_is_help=True, help="Model versions: list, promote, roll back.")
+app.add_typer(models_app, name="models")
+
+
+def _controller_for(s: Settings, store: Any, with_tool: bool) -> Any:
+    from loop.oracle import OracleTool
+    from loop.wiring import build_controller, label_studio, make_labelstudio_tool, project_classes
+
+    classes = project_classes(s, store)
+    tool: Any = OracleTool({})  # promote/rollback/list need no labeling tool
+    if with_tool:
+        handle = label_studio(s, say=out.print)
+        tool = make_labelstudio_tool(s, handle, classes)
+    return build_controller(s, store, tool, classes)
+
+
+@models_app.command("list")
+def models_list(config: ConfigOpt = None, home: HomeOpt = None) -> None:
+    """Every model version, its status and metrics; the current one is marked."""
+    from loop.wiring import open_store
+
+    s = _settings(config, home)
+    store = open_store(s)
+    try:
+        ctrl = _controller_for(s, store, with_tool=False)
+        current = ctrl.current_model()
+        t = Table("", "model", "labels", "status", "test acc", "eval acc", "promotion")
+        for m in store.model_versions():
+            mt = m.metrics
+            t.add_row(
+                "*" if current and m.id == current.id else "",
+                m.id,
+                str(m.n_labels),
+                m.status,
+                _fmt(mt.get("test_accuracy")),
+                _fmt(mt.get("eval_accuracy")),
+                str(mt.get("promotion", {}).get("reason", "")),
+            )
+        out.print(t)
+    finally:
+        store.close()
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[str, typer.Argument(help="model version id")],
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Make VERSION the model the loop uses."""
+    from loop.wiring import open_store
+
+    s = _settings(config, home)
+    store = open_store(s)
+    try:
+        mv = _controller_for(s, store, with_tool=False).promote(version)
+        out.print(f"current model: {mv.id}")
+    finally:
+        store.close()
+
+
+@models_app.command("rollback")
+def models_rollback(config: ConfigOpt = None, home: HomeOpt = None) -> None:
+    """Reject the current model and go back to the previously promoted one."""
+    from loop.wiring import open_store
+
+    s = _settings(config, home)
+    store = open_store(s)
+    try:
+        mv = _controller_for(s, store, with_tool=False).rollback()
+        out.print(f"current model: {mv.id}")
+    finally:
+        store.close()
+
+
+@app.command()
+def nightly(config: ConfigOpt = None, home: HomeOpt = None) -> None:
+    """The nightly job, once: sync labels, retrain on all of them, evaluate on held-out data,
+    promote only if not worse than the current model, refresh the predictions of waiting tasks.
+    Holds the database lease, so it never overlaps an iteration of `alloop serve`."""
+    import os
+    import socket
+    import uuid
+
+    from loop.wiring import open_store
+
+    s = _settings(config, home)
+    store = open_store(s)
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    try:
+        if not store.acquire_lease("iteration", holder, max(s.service.lease_seconds, 3600.0)):
+            held = store.lease("iteration")
+            raise ConfigError(
+                f"another process holds the iteration lease ({held[0] if held else '?'}).",
+                "run the nightly job when the running iteration has finished.",
+            )
+        try:
+            rep = _controller_for(s, store, with_tool=True).nightly()
+        finally:
+            store.release_lease("iteration", holder)
+        out.print_json(json.dumps(rep, default=str))
+    finally:
+        store.close()
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)
