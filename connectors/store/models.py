@@ -14,6 +14,9 @@ this schema; a test compares the two on SQLite and PostgreSQL.
 - ``queries``: what the loop asked for; an item is asked at most once (``UNIQUE(item_id)``).
 - ``iterations``: loop progress; at most one is running (a partial unique index).
 - ``model_versions``, ``meta``: model history, key/value JSON.
+- ``leases``: named leases, one row per name while some holder has (or last had) it; a lease
+  is live while ``expires_at`` is in the future. ``acquired_at`` is when the current holder
+  took it, ``renewed_at`` its last acquire or renew.
 """
 
 from __future__ import annotations
@@ -187,4 +190,14 @@ meta = sa.Table(
     metadata,
     sa.Column("key", sa.Text(), primary_key=True),
     sa.Column("value", json_type(), nullable=False),
+)
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.Text(), primary_key=True),
+    sa.Column("holder", sa.Text(), nullable=False),
+    sa.Column("acquired_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("renewed_at", UTCDateTime(), nullable=False),
 )

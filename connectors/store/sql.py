@@ -3,6 +3,11 @@
 Every public write is one transaction. On SQLite, writes start with ``BEGIN IMMEDIATE`` so two
 stores on one file serialise instead of interleaving; on PostgreSQL a write that loses a race on
 a unique constraint is retried once (the second pass sees the winner's rows and is idempotent).
+
+Leases are one conditional upsert each (``INSERT ... ON CONFLICT (name) DO UPDATE ... WHERE the
+lease is expired or already ours RETURNING``): the database decides who gets a contested lease,
+and PostgreSQL's upsert never fails on the insert race. Lease times come from the store's clock
+(the application's UTC now), so machines sharing a PostgreSQL store need synchronised clocks.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from typing import Any, TypeVar
 
@@ -65,6 +70,21 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _lease_ttl(ttl_seconds: Any) -> timedelta:
+    """``ttl_seconds`` as a positive, finite timedelta; StoreError otherwise."""
+    ok = isinstance(ttl_seconds, int | float) and not isinstance(ttl_seconds, bool)
+    if ok and math.isfinite(ttl_seconds) and ttl_seconds > 0:
+        try:
+            return timedelta(seconds=ttl_seconds)
+        except OverflowError:
+            pass
+    raise StoreError(
+        f"Expected a lease ttl_seconds that is a finite number of seconds above 0; "
+        f"found {ttl_seconds!r}.",
+        "pass how long the lease lasts without renewal, e.g. ttl_seconds=60.",
+    )
 
 
 def _is_transient(err: OperationalError) -> bool:
@@ -226,16 +246,21 @@ class SqlStore:
     created) or ``postgresql+psycopg://user@host:5432/db``. Usable as a context manager.
     """
 
-    def __init__(self, engine: Engine, url: URL) -> None:
-        """Wrap an engine whose database is already at the current schema (see ``open``)."""
+    def __init__(self, engine: Engine, url: URL, *, clock: Callable[[], datetime] = _now) -> None:
+        """Wrap an engine whose database is already at the current schema (see ``open``).
+        ``clock`` gives the current time of leases (timezone-aware UTC; naive means UTC)."""
         self._engine = engine
         self._url = url
+        self._clock = clock
         self._closed = False
 
     # -- lifecycle -----------------------------------------------------------------------
     @classmethod
-    def open(cls, url: str, *, migrate: bool = True) -> SqlStore:
+    def open(
+        cls, url: str, *, migrate: bool = True, clock: Callable[[], datetime] | None = None
+    ) -> SqlStore:
         """Connect to ``url`` and, with ``migrate``, upgrade its schema to the newest revision.
+        ``clock`` replaces ``datetime.now(UTC)`` as the time of leases (tests pass a fake one).
 
         Raises StoreError when the database cannot be reached, or when ``migrate`` is False and
         the schema is not current (run ``alloop db upgrade``)."""
@@ -261,7 +286,7 @@ class SqlStore:
         except SQLAlchemyError as err:
             engine.dispose()
             raise connection_error(parsed, "open the store", err) from err
-        return cls(engine, parsed)
+        return cls(engine, parsed, clock=clock or _now)
 
     @property
     def url(self) -> str:
@@ -1256,6 +1281,106 @@ class SqlStore:
         its = m.iterations
         with self._read("read iterations") as conn:
             return [_iteration(row) for row in conn.execute(sa.select(its).order_by(its.c.number))]
+
+    # -- leases --------------------------------------------------------------------------
+    def _lease_now(self) -> datetime:
+        now = self._clock()
+        if not isinstance(now, datetime):
+            raise StoreError(
+                f"Expected the store's clock to return a datetime; found {now!r}.",
+                "give SqlStore.open a clock returning timezone-aware UTC datetimes.",
+            )
+        return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+
+    @staticmethod
+    def _expiry(now: datetime, ttl: timedelta) -> datetime:
+        try:
+            return now + ttl
+        except OverflowError as err:
+            raise StoreError(
+                f"Expected a lease ttl that ends before the year 10000; found {ttl} from {now}.",
+                "pass a ttl_seconds of at most a few years.",
+            ) from err
+
+    def acquire_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
+        """Take lease ``name`` for ``holder`` until now + ``ttl_seconds`` when it is free,
+        expired, or already ``holder``'s (then it is renewed). One conditional upsert, so of
+        any number of stores racing for a free lease exactly one gets it. Returns whether
+        ``holder`` holds it now."""
+        _require_str(name, "lease name")
+        _require_str(holder, "lease holder")
+        ttl = _lease_ttl(ttl_seconds)
+        insert = pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert
+        ls = m.leases
+
+        def work(conn: Connection) -> bool:
+            now = self._lease_now()  # after BEGIN IMMEDIATE got the lock, on SQLite
+            stmt = insert(ls).values(
+                name=name,
+                holder=holder,
+                acquired_at=now,
+                expires_at=self._expiry(now, ttl),
+                renewed_at=now,
+            )
+            still_ours = sa.and_(ls.c.holder == holder, ls.c.expires_at > now)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[ls.c.name],
+                set_={
+                    "holder": stmt.excluded.holder,
+                    "acquired_at": sa.case(
+                        (still_ours, ls.c.acquired_at), else_=stmt.excluded.acquired_at
+                    ),
+                    "expires_at": stmt.excluded.expires_at,
+                    "renewed_at": stmt.excluded.renewed_at,
+                },
+                where=sa.or_(ls.c.holder == holder, ls.c.expires_at <= now),
+            ).returning(ls.c.name)
+            # a row comes back only when it was inserted or the conflict update applied
+            return conn.execute(stmt).first() is not None
+
+        return self._write("acquire a lease", work)
+
+    def renew_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
+        """Extend ``holder``'s lease to now + ``ttl_seconds``. True while nobody else took it
+        (also just after it expired); False once it was released or taken by another holder."""
+        _require_str(name, "lease name")
+        _require_str(holder, "lease holder")
+        ttl = _lease_ttl(ttl_seconds)
+        ls = m.leases
+
+        def work(conn: Connection) -> bool:
+            now = self._lease_now()
+            result = conn.execute(
+                ls.update()
+                .where(ls.c.name == name, ls.c.holder == holder)
+                .values(expires_at=self._expiry(now, ttl), renewed_at=now)
+            )
+            return result.rowcount == 1
+
+        return self._write("renew a lease", work)
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up if ``holder`` holds it (expired or not); a no-op otherwise."""
+        _require_str(name, "lease name")
+        _require_str(holder, "lease holder")
+        ls = m.leases
+
+        def work(conn: Connection) -> None:
+            conn.execute(ls.delete().where(ls.c.name == name, ls.c.holder == holder))
+
+        self._write("release a lease", work)
+
+    def lease(self, name: str) -> tuple[str, datetime] | None:
+        """``(holder, expires_at)`` (UTC) of the unexpired lease ``name``, else None."""
+        ls = m.leases
+        now = self._lease_now()
+        with self._read("read a lease") as conn:
+            row = conn.execute(
+                sa.select(ls.c.holder, ls.c.expires_at).where(
+                    ls.c.name == name, ls.c.expires_at > now
+                )
+            ).first()
+        return None if row is None else (row.holder, row.expires_at)
 
     # -- key/value metadata --------------------------------------------------------------
     def get_meta(self, key: str, default: Any = None) -> Any:

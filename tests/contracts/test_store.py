@@ -5,18 +5,20 @@ label updates and withdrawals, skips and withdrawn labels leaving the pool for g
 assignment that never moves an item once asked or labeled (and always moves pool items),
 re-imports that recognise items moved to another split, recorded label rejections, majority
 vote / ties / agreement on hand-computed cases, atomic and idempotent ``record_queries``, the
-iteration lifecycle, meta, reopening, migrations matching the models (and upgrading a filled
-database from each older revision), and two stores writing one database at once.
+iteration lifecycle, leases (lifecycle, expiry, and exactly one winner among threads and
+processes racing for one), meta, reopening, migrations matching the models (and upgrading a
+filled database from each older revision), and two stores writing one database at once.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import multiprocessing
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,7 @@ def test_sqlstore_has_every_store_method_with_the_contract_signature(store: SqlS
             assert got.parameters[p_name].default == p.default, (name, p_name)
         checked.add(name)
     assert {"add_items", "pool", "assign_split", "record_rejections", "rejections"} <= checked
+    assert {"acquire_lease", "renew_lease", "release_lease", "lease"} <= checked
 
 
 # -- items ---------------------------------------------------------------------------------
@@ -877,6 +880,207 @@ def test_update_iteration_rejects_unknown_number_step_and_status(store: SqlStore
     assert (it.step, it.status, dict(it.timings)) == ("begin", "running", {})
 
 
+# -- leases --------------------------------------------------------------------------------
+class FakeClock:
+    """A settable clock: ``clock()`` is the time ``at``; ``advance`` moves it forward."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+    def advance(self, seconds: float) -> datetime:
+        self.at += timedelta(seconds=seconds)
+        return self.at
+
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
+
+
+@pytest.fixture
+def clocked(store_url: str, clock: FakeClock) -> Iterator[SqlStore]:
+    """A migrated, empty store whose leases run on ``clock``."""
+    s = SqlStore.open(store_url, clock=clock)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _lease_row(store: SqlStore, name: str) -> dict[str, Any] | None:
+    with store._engine.connect() as conn:
+        row = conn.execute(sa.select(m.leases).where(m.leases.c.name == name)).first()
+    return None if row is None else dict(row._mapping)
+
+
+def test_lease_lifecycle_acquire_reacquire_renew_release(
+    clocked: SqlStore, clock: FakeClock
+) -> None:
+    assert clocked.lease("loop") is None
+    assert clocked.acquire_lease("loop", "host-a:1", 60) is True
+    assert clocked.lease("loop") == ("host-a:1", T0 + timedelta(seconds=60))
+    # taking it again as its holder renews it (also to a shorter time) and keeps acquired_at
+    now = clock.advance(10)
+    assert clocked.acquire_lease("loop", "host-a:1", 30) is True
+    assert clocked.lease("loop") == ("host-a:1", now + timedelta(seconds=30))
+    row = _lease_row(clocked, "loop")
+    assert row is not None
+    assert (row["acquired_at"], row["renewed_at"]) == (T0, now)
+    now = clock.advance(5.5)
+    assert clocked.renew_lease("loop", "host-a:1", 0.25) is True
+    assert clocked.lease("loop") == ("host-a:1", now + timedelta(seconds=0.25))
+    row = _lease_row(clocked, "loop")
+    assert row is not None
+    assert (row["acquired_at"], row["renewed_at"], row["holder"]) == (T0, now, "host-a:1")
+    # times are timezone-aware UTC on every backend
+    lease = clocked.lease("loop")
+    assert (
+        lease is not None and lease[1].tzinfo is not None and lease[1].utcoffset() == timedelta(0)
+    )
+    # leases with other names are independent
+    assert clocked.acquire_lease("export", "host-b:2", 60) is True
+    assert clocked.lease("export") == ("host-b:2", now + timedelta(seconds=60))
+    clocked.release_lease("loop", "host-a:1")
+    assert clocked.lease("loop") is None
+    assert _lease_row(clocked, "loop") is None
+    assert clocked.renew_lease("loop", "host-a:1", 60) is False
+    assert clocked.lease("export") == ("host-b:2", now + timedelta(seconds=60))
+    assert clocked.acquire_lease("loop", "host-b:2", 60) is True
+    assert clocked.lease("loop") == ("host-b:2", now + timedelta(seconds=60))
+
+
+def test_a_live_lease_refuses_others_until_it_expires(clocked: SqlStore, clock: FakeClock) -> None:
+    assert clocked.acquire_lease("loop", "a", 10) is True
+    clock.advance(9.999)
+    assert clocked.acquire_lease("loop", "b", 60) is False
+    assert clocked.lease("loop") == ("a", T0 + timedelta(seconds=10))
+    # expired at exactly expires_at: unheld for lease(), free for anybody
+    now = clock.advance(0.001)
+    assert now == T0 + timedelta(seconds=10)
+    assert clocked.lease("loop") is None
+    assert clocked.acquire_lease("loop", "b", 60) is True
+    assert clocked.lease("loop") == ("b", now + timedelta(seconds=60))
+    row = _lease_row(clocked, "loop")
+    assert row is not None and (row["holder"], row["acquired_at"]) == ("b", now)
+    # the old holder lost it: it can neither renew nor take it back while b's is live
+    assert clocked.renew_lease("loop", "a", 60) is False
+    assert clocked.acquire_lease("loop", "a", 60) is False
+    clocked.release_lease("loop", "a")
+    assert clocked.lease("loop") == ("b", now + timedelta(seconds=60))
+
+
+def test_renewing_an_expired_lease_nobody_took_succeeds(
+    clocked: SqlStore, clock: FakeClock
+) -> None:
+    assert clocked.acquire_lease("loop", "a", 1) is True
+    now = clock.advance(5)
+    assert clocked.lease("loop") is None
+    assert clocked.renew_lease("loop", "a", 2) is True
+    assert clocked.lease("loop") == ("a", now + timedelta(seconds=2))
+    # re-acquiring an expired lease of one's own starts a new holding: acquired_at moves
+    now = clock.advance(3)
+    assert clocked.acquire_lease("loop", "a", 2) is True
+    row = _lease_row(clocked, "loop")
+    assert row is not None and row["acquired_at"] == now
+
+
+def test_release_by_a_non_holder_is_a_no_op(clocked: SqlStore, clock: FakeClock) -> None:
+    clocked.release_lease("never-taken", "a")
+    assert clocked.lease("never-taken") is None
+    assert clocked.acquire_lease("loop", "a", 60) is True
+    clocked.release_lease("loop", "b")
+    clocked.release_lease("other", "a")
+    assert clocked.lease("loop") == ("a", T0 + timedelta(seconds=60))
+    assert clocked.renew_lease("loop", "b", 60) is False
+    # the holder may release an expired lease of its own
+    clock.advance(120)
+    clocked.release_lease("loop", "a")
+    assert _lease_row(clocked, "loop") is None
+
+
+def test_lease_times_from_a_clock_in_another_zone_are_kept_in_utc(store_url: str) -> None:
+    east = timezone(timedelta(hours=5, minutes=30))
+    local = datetime(2026, 3, 1, 12, 0, tzinfo=east)
+    with SqlStore.open(store_url, clock=lambda: local) as s:
+        assert s.acquire_lease("loop", "a", 90) is True
+        holder, expires = s.lease("loop") or ("", T0)
+    assert holder == "a"
+    assert expires == local + timedelta(seconds=90)
+    assert expires.utcoffset() == timedelta(0)
+    # a naive clock is taken as UTC
+    naive = datetime(2026, 3, 1, 12, 0)
+    with SqlStore.open(store_url, clock=lambda: naive) as s:
+        assert s.lease("loop") is None  # 12:00 UTC is after 06:30 UTC + 90 s
+        assert s.acquire_lease("loop", "b", 1) is True
+        assert s.lease("loop") == ("b", naive.replace(tzinfo=UTC) + timedelta(seconds=1))
+
+
+def test_lease_expiry_with_the_real_clock(store: SqlStore) -> None:
+    assert store.acquire_lease("loop", "a", 60) is True
+    assert store.acquire_lease("loop", "b", 60) is False
+    assert store.renew_lease("loop", "a", 0.2) is True
+    lease = store.lease("loop")
+    assert lease is not None and lease[0] == "a"
+    assert timedelta(0) < lease[1] - datetime.now(UTC) <= timedelta(seconds=0.2)
+    time.sleep(0.3)
+    assert store.lease("loop") is None
+    assert store.acquire_lease("loop", "b", 60) is True
+    assert store.renew_lease("loop", "a", 60) is False
+    lease = store.lease("loop")
+    assert lease is not None and lease[0] == "b"
+
+
+@pytest.mark.parametrize(
+    "ttl",
+    [0, -1.5, math.nan, math.inf, True, "60", None, 1e300],
+    ids=["zero", "negative", "nan", "inf", "bool", "str", "none", "overflow"],
+)
+def test_invalid_lease_ttl_raises_and_writes_nothing(store: SqlStore, ttl: Any) -> None:
+    with pytest.raises(StoreError, match="ttl"):
+        store.acquire_lease("loop", "a", ttl)
+    assert _lease_row(store, "loop") is None
+    assert store.acquire_lease("loop", "a", 60) is True
+    before = _lease_row(store, "loop")
+    with pytest.raises(StoreError, match="ttl"):
+        store.renew_lease("loop", "a", ttl)
+    assert _lease_row(store, "loop") == before
+
+
+def test_a_ttl_running_past_the_calendar_is_a_store_error(store_url: str) -> None:
+    late = datetime(9999, 12, 31, 23, 0, tzinfo=UTC)
+    with SqlStore.open(store_url, clock=lambda: late) as s:
+        with pytest.raises(StoreError, match="year 10000"):
+            s.acquire_lease("loop", "a", 7200)
+        assert _lease_row(s, "loop") is None
+
+
+@pytest.mark.parametrize(("name", "holder"), [("", "a"), ("loop", ""), (None, "a"), ("loop", 7)])
+def test_invalid_lease_name_or_holder_raises(store: SqlStore, name: Any, holder: Any) -> None:
+    for call in (
+        lambda: store.acquire_lease(name, holder, 60),
+        lambda: store.renew_lease(name, holder, 60),
+        lambda: store.release_lease(name, holder),
+    ):
+        with pytest.raises(StoreError, match="non-empty string"):
+            call()
+    with store._engine.connect() as conn:
+        assert conn.scalar(sa.select(sa.func.count()).select_from(m.leases)) == 0
+
+
+def test_a_clock_that_is_no_clock_is_a_store_error(store_url: str) -> None:
+    with SqlStore.open(store_url, clock=lambda: 12.5) as s:  # type: ignore[arg-type,return-value]
+        with pytest.raises(StoreError, match="clock"):
+            s.acquire_lease("loop", "a", 60)
+        with pytest.raises(StoreError, match="clock"):
+            s.lease("loop")
+
+
 # -- meta ----------------------------------------------------------------------------------
 def test_meta_round_trip(store: SqlStore) -> None:
     assert store.get_meta("classes") is None
@@ -1212,6 +1416,51 @@ def test_upgrading_a_filled_database_from_revision_0002_backfills_origin_split(
         engine.dispose()
 
 
+def test_upgrading_a_filled_database_from_revision_0003_adds_working_leases(
+    store_url: str,
+) -> None:
+    cfg = alembic_config(store_url)
+    command.upgrade(cfg, "0003")
+    engine = create_store_engine(store_url)
+    t0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    try:
+        with engine.begin() as conn:
+            assert "leases" not in sa.inspect(conn).get_table_names()
+            conn.execute(
+                m.items.insert().values(
+                    id="a", text="a", split="eval", origin_split="train", meta={}, created_at=t0
+                )
+            )
+    finally:
+        engine.dispose()
+    with SqlStore.open(store_url) as s:
+        assert current_revision(store_url) == head_revision()
+        assert s.items() == [Item(id="a", text="a", split="eval")]
+        assert s.acquire_lease("loop", "a", 60) is True
+        assert s.acquire_lease("loop", "b", 60) is False
+        with s._engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(ctx, m.metadata) == []
+        # the primary key on the name is the database's own guarantee of one row per lease
+        with pytest.raises(sa.exc.IntegrityError), s._engine.begin() as conn:
+            conn.execute(
+                m.leases.insert().values(
+                    name="loop", holder="c", acquired_at=t0, expires_at=t0, renewed_at=t0
+                )
+            )
+
+    # and back down: the table goes, the rest stays
+    command.downgrade(cfg, "0003")
+    assert current_revision(store_url) == "0003"
+    engine = create_store_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            assert "leases" not in sa.inspect(conn).get_table_names()
+            assert conn.scalar(sa.select(sa.func.count()).select_from(m.items)) == 1
+    finally:
+        engine.dispose()
+
+
 def test_upgrading_sqlite_with_a_dangling_reference_is_refused_and_changes_nothing(
     tmp_path: Path,
 ) -> None:
@@ -1383,6 +1632,87 @@ def test_two_stores_writing_at_once_neither_corrupt_nor_duplicate(store_url: str
     finally:
         a.close()
         b.close()
+
+
+def _lease_race(store_url: str, n: int, name: str, ttl: float = 60) -> list[Any]:
+    """``n`` stores (one each) call ``acquire_lease(name, "holder-i", ttl)`` at once."""
+    stores = [SqlStore.open(store_url, migrate=False) for _ in range(n)]
+    try:
+        return _race(n, lambda i: stores[i].acquire_lease(name, f"holder-{i}", ttl))
+    finally:
+        for s in stores:
+            s.close()
+
+
+@pytest.mark.timeout(120)
+def test_threads_racing_for_one_lease_exactly_one_wins(store: SqlStore, store_url: str) -> None:
+    n = 8
+    for round_ in range(3):
+        results = _lease_race(store_url, n, "loop")
+        assert all(isinstance(r, bool) for r in results), results
+        winners = [i for i, won in enumerate(results) if won]
+        assert len(winners) == 1, (round_, results)
+        lease = store.lease("loop")
+        assert lease is not None and lease[0] == f"holder-{winners[0]}"
+        store.release_lease("loop", f"holder-{winners[0]}")
+        assert store.lease("loop") is None
+
+
+@pytest.mark.timeout(120)
+def test_threads_racing_for_an_expired_lease_exactly_one_takes_it(
+    store: SqlStore, store_url: str
+) -> None:
+    n = 8
+    for round_ in range(3):
+        # an expired row of a crashed holder is there to be taken over (the update path)
+        assert store.acquire_lease("loop", "crashed", 0.05) is True
+        time.sleep(0.15)
+        assert store.lease("loop") is None
+        results = _lease_race(store_url, n, "loop")
+        assert all(isinstance(r, bool) for r in results), results
+        winners = [i for i, won in enumerate(results) if won]
+        assert len(winners) == 1, (round_, results)
+        lease = store.lease("loop")
+        assert lease is not None and lease[0] == f"holder-{winners[0]}"
+        assert store.renew_lease("loop", "crashed", 60) is False
+        store.release_lease("loop", f"holder-{winners[0]}")
+
+
+def _acquire_in_process(url: str, holder: str, barrier: Any, results: Any) -> None:
+    """Child process: open a store of its own, wait for the others, race for the lease."""
+    try:
+        with SqlStore.open(url, migrate=False) as s:
+            barrier.wait(timeout=60)
+            results.put((holder, s.acquire_lease("loop", holder, 60)))
+    except Exception as err:  # reported to the parent, which fails the test
+        results.put((holder, f"{type(err).__name__}: {err}"))
+
+
+@pytest.mark.timeout(180)
+def test_processes_racing_for_one_lease_exactly_one_wins(store: SqlStore, store_url: str) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    n = 3
+    barrier = ctx.Barrier(n)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=_acquire_in_process, args=(store_url, f"proc-{i}", barrier, results))
+        for i in range(n)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        got = dict(results.get(timeout=120) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    assert all(isinstance(v, bool) for v in got.values()), got
+    winners = [h for h, won in got.items() if won]
+    assert len(got) == n and len(winners) == 1, got
+    lease = store.lease("loop")
+    assert lease is not None and lease[0] == winners[0]
+    assert all(p.exitcode == 0 for p in procs)
 
 
 # -- size ----------------------------------------------------------------------------------
