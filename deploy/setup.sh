@@ -27,7 +27,10 @@ stamp="$VENV/.alloop-setup"
 want="$(cat pyproject.toml deploy/constraints.txt | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing torch 2.13.0 (CPU) first, then the project (a few minutes the first time)"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -c deploy/constraints.txt "torch==2.13.0"
+  # Here a local CPU wheel of torch 2.13.0 is found by pip; elsewhere point ALLOOP_TORCH_INDEX_URL at
+  # https://download.pytorch.org/whl/cpu to get the CPU build instead of the CUDA one.
+  "$VENV/bin/pip" install -q --disable-pip-version-check -c deploy/constraints.txt \
+    ${ALLOOP_TORCH_INDEX_URL:+--index-url "$ALLOOP_TORCH_INDEX_URL"} "torch==2.13.0"
   "$VENV/bin/pip" install -q --disable-pip-version-check -c deploy/constraints.txt -e ".[test]"
   "$VENV/bin/pip" check
   echo "$want" > "$stamp"
