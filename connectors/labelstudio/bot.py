@@ -40,6 +40,7 @@ from connectors.labelstudio.tool import (
     _fix_for_status,
     _TransientError,
     parse_label_config,
+    sdk_client,
 )
 from loop.errors import ConfigError, DataError, LabelingToolError
 
@@ -179,12 +180,8 @@ class AnnotatorBot:
     @property
     def client(self) -> LabelStudio:
         if self._client is None:
-            from label_studio_sdk import LabelStudio
-
             with self._call("connecting"):
-                self._client = LabelStudio(
-                    base_url=self.url, api_key=self._token or "", timeout=self.timeout
-                )
+                self._client = sdk_client(self.url, self._token, self.timeout)
         return self._client
 
     @contextlib.contextmanager

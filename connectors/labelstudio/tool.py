@@ -18,15 +18,21 @@ carry the score. Predictions whose ``model_version`` is the project's are shown 
 pre-annotations: ``send`` moves the project to the requests' model version when they share one
 (``set_model_version`` does it by hand).
 
-Idempotence. Tasks are keyed on ``data.alloop_id``. Before importing, ``send`` looks up which
-ids already have a task (Data Manager filter ``tasks:data.alloop_id`` ``in_list``, batched) and
-imports only the others, in batches (``batch_size``). The import is sent without the SDK's
-automatic retries (a retried POST can duplicate tasks); a failed batch is retried here, after
-looking up again which of its ids made it. After each batch the ids are counted once more; if
-there are more tasks than ids, every extra task of the same ``alloop_id`` that has no
-annotation is deleted, keeping the task with annotations or else the lowest id (this also
-covers two processes pushing at once). Counting is cheap (~0.07 s per 500 ids); listing costs
-the server ~1 ms per task, so a chunk is listed only when its count says it must be.
+Idempotence. Tasks are keyed on ``data.alloop_id``. Before importing, ``push`` counts the
+tasks whose ``alloop_id`` is one of the request's ids (Data Manager filter ``in_list``, as many
+ids per request as a GET URL takes, ~2,500 short ids), lists them only when the count is not
+zero, and imports only the items without a task; a rerun after a crash between Label Studio's
+import and the caller's own record therefore imports nothing twice. An item found with more
+than one task loses the extra ones (``remove_duplicates``). Imports go in batches of
+``batch_size``, without the SDK's automatic retries (a retried POST can duplicate tasks): a
+failed batch is retried here after looking up which of its ids landed, and a batch that needed
+a retry is counted once more and cleared of duplicates. A batch imported at the first attempt
+is not counted again: nothing else in this call can have created its tasks. Two processes that
+push the same items at the same moment can both find them missing and both import them;
+``check_after_import=True`` counts every batch after its import and deletes such duplicates
+(one more request per batch). Requests for ``n`` new items: ``ceil(n / 2,500)`` counts and
+``ceil(n / batch_size)`` imports, plus one model-version update when the project shows another
+version (a project without one takes the version of the predictions it imports).
 
 Polling. ``fetch_labels(since)`` lists the tasks whose ``updated_at`` is later than
 ``since - overlap`` (all tasks when ``since`` is None), with every current annotation. Label
@@ -62,6 +68,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
+from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
 from loop.errors import DataError, LabelingToolError
@@ -76,7 +83,14 @@ KIND_FIELD = "alloop_kind"
 CHOICES_NAME = "label"
 WEBHOOK_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
 _LS_DATETIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # the Data Manager's Datetime filter format
-_LOOKUP_QUERY_CHARS = 6000  # keeps a lookup's GET URL well under server limits
+_VERSION_UNKNOWN = ""  # the project has a model version this tool does not know
+# A lookup sends its ids in the GET URL. Label Studio's own server (Python's http.server), uwsgi
+# (buffer-size 65535) and httpx take up to 64 KiB; gunicorn (4,094) and nginx (8 KiB) less.
+_LOOKUP_URL_CHARS = 48_000  # percent-encoded; ~2,500 short ids per request
+_SAFE_LOOKUP_URL_CHARS = 3_500  # used after a server or proxy refuses a long URL
+_LOOKUP_URL_OVERHEAD = 600  # path, project, fields, the filters around the ids
+_MAX_LOOKUP_IDS = 5_000  # SQL parameters per query stay far below SQLite's and PostgreSQL's
+_URL_TOO_LONG = frozenset({400, 414, 431})  # gunicorn answers 400, nginx 414
 T = TypeVar("T")
 
 
@@ -87,6 +101,14 @@ T = TypeVar("T")
 
 class _TransientError(LabelingToolError):
     """A failure worth retrying (server unreachable, timeout, 5xx, 408/409/429)."""
+
+
+class _Refused(LabelingToolError):
+    """The server answered with an HTTP status that retrying will not change (4xx)."""
+
+    def __init__(self, what: str, fix: str | None = None, *, status: int | None = None) -> None:
+        super().__init__(what, fix)
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +137,7 @@ class SendResult:
     requested: int  # distinct item ids in the call
     imported: int  # tasks created by this call
     already_present: int  # items that had a task before this call
-    duplicates_removed: int  # extra tasks of the same item deleted after import
+    duplicates_removed: int  # extra tasks of this call's items deleted
     task_ids: tuple[int, ...] = ()  # the created tasks' ids
     seconds: float = 0.0
 
@@ -379,6 +401,24 @@ def queue_scores(strategy_scores: Sequence[float]) -> list[float]:
 # --------------------------------------------------------------------------------------------
 
 
+def sdk_client(
+    url: str, token: str | None, timeout: float, max_retries: int | None = None
+) -> LabelStudio:
+    """An SDK client whose HTTP connections are not kept alive: on Label Studio's own server a
+    request on a reused connection waits ~40 ms longer (delayed ACK) than one on a new
+    connection (~20 ms), which made small pushes and polls three times slower."""
+    import httpx
+    from label_studio_sdk import LabelStudio
+
+    http = httpx.Client(
+        timeout=timeout, limits=httpx.Limits(max_keepalive_connections=0), follow_redirects=True
+    )
+    kwargs: dict[str, Any] = {"base_url": url, "api_key": token or "", "httpx_client": http}
+    if max_retries is not None:
+        kwargs["max_retries"] = max_retries
+    return LabelStudio(**kwargs)
+
+
 class LabelStudioTool:
     """``LabelingTool`` over one Label Studio project (found or created by title).
 
@@ -386,6 +426,10 @@ class LabelStudioTool:
     client on first use; or pass ``client`` (a ``label_studio_sdk.LabelStudio``).
     ``max_retries``: the SDK's own retries of reads on connection errors, 5xx, 408/409/429
     (1 s, 2 s, ... backoff); imports are never retried by the SDK (see ``send``).
+    ``batch_size``: tasks per import request (synchronous; 2,000 with predictions take
+    ~1.3-2.5 s and hold Label Studio's database for that long). ``check_after_import``:
+    count the tasks of every imported batch once more and delete duplicates, for two processes
+    that may push the same items at the same moment (one more request per batch).
     """
 
     def __init__(
@@ -398,12 +442,13 @@ class LabelStudioTool:
         text_field: str = "text",
         client: LabelStudio | None = None,
         project_id: int | None = None,
-        batch_size: int = 500,
+        batch_size: int = 2000,
         page_size: int = 500,
         overlap: timedelta = timedelta(seconds=5),
         timeout: float = 60.0,
         max_retries: int = 2,
         set_model_version_on_send: bool = True,
+        check_after_import: bool = False,
     ) -> None:
         if client is None and not token:
             raise DataError(
@@ -413,7 +458,7 @@ class LabelStudioTool:
         if batch_size < 1 or page_size < 1:
             raise DataError(
                 f"batch_size and page_size must be >= 1; got {batch_size} and {page_size}.",
-                "use e.g. 500",
+                "use e.g. 2000 and 500",
             )
         if not project_title.strip():
             raise DataError("Label Studio project title is empty.", "give a project title")
@@ -431,6 +476,8 @@ class LabelStudioTool:
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
         self.set_model_version_on_send = set_model_version_on_send
+        self.check_after_import = check_after_import
+        self._lookup_url_chars = _LOOKUP_URL_CHARS
         self._choices_name = CHOICES_NAME
         self._to_name = "text"
         self._model_version: str | None = None
@@ -449,15 +496,8 @@ class LabelStudioTool:
     @property
     def client(self) -> LabelStudio:
         if self._client is None:
-            from label_studio_sdk import LabelStudio
-
             with self._call("connecting"):
-                self._client = LabelStudio(
-                    base_url=self.url,
-                    api_key=self._token or "",
-                    timeout=self.timeout,
-                    max_retries=self.max_retries,
-                )
+                self._client = sdk_client(self.url, self._token, self.timeout, self.max_retries)
         return self._client
 
     @contextlib.contextmanager
@@ -470,12 +510,11 @@ class LabelStudioTool:
             yield
         except ApiError as err:
             status = err.status_code
-            transient = status is None or status >= 500 or status in (408, 409, 429)
-            raise (_TransientError if transient else LabelingToolError)(
-                f"Label Studio at {self.url}: {what} failed with HTTP {status}: "
-                f"{_detail(err.body)}.",
-                _fix_for_status(status),
-            ) from None
+            message = f"Label Studio at {self.url}: {what} failed with HTTP {status}: "
+            message += f"{_detail(err.body)}."
+            if status is None or status >= 500 or status in (408, 409, 429):
+                raise _TransientError(message, _fix_for_status(status)) from None
+            raise _Refused(message, _fix_for_status(status), status=status) from None
         except httpx.TimeoutException as err:
             raise _TransientError(
                 f"Label Studio at {self.url}: {what} timed out after {self.timeout:.0f} s "
@@ -647,7 +686,11 @@ class LabelStudioTool:
         self.push(requests)
 
     def push(self, requests: Sequence[LabelRequest]) -> SendResult:
-        """``send`` with a report. Idempotent on the item id (see the module docstring)."""
+        """``send`` with a report. Idempotent on the item id (see the module docstring).
+
+        Requests for ``n`` items none of which has a task yet: one count per lookup chunk
+        (~2,500 short ids) and one import per ``batch_size`` tasks.
+        """
         t0 = time.perf_counter()
         unique: dict[str, LabelRequest] = {}
         for r in requests:
@@ -660,15 +703,22 @@ class LabelStudioTool:
             return self.last_send
         pid = self.ensure_project()
         scores = dict(zip(unique, queue_scores([r.score for r in reqs]), strict=True))
-        existing = self._existing(list(unique))
+        existing, removed = self._present(list(unique))
         todo = [r for r in reqs if str(r.item.id) not in existing]
         created: list[int] = []
-        removed = 0
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start : start + self.batch_size]
             tasks = [self._task(r, scores[str(r.item.id)]) for r in batch]
-            created.extend(self._import_batch(pid, tasks))
-            removed += self._dedupe([str(r.item.id) for r in batch], all_present=True)
+            ids, retried = self._import_batch(pid, tasks)
+            created.extend(ids)
+            if ids and self._model_version is None:
+                # Label Studio 1.23.2 gives a project without a model version the one of the
+                # last prediction it imports, "undefined" when that has none
+                # (tasks/serializers.py); after a retry, which one is not known here
+                last = batch[-1].model_version or "undefined"
+                self._model_version = _VERSION_UNKNOWN if retried else last
+            if retried or self.check_after_import:
+                removed += self._dedupe([str(r.item.id) for r in batch], all_present=True)
         if self.set_model_version_on_send:
             versions = {r.model_version for r in reqs if r.model_version}
             if len(versions) == 1:
@@ -717,10 +767,13 @@ class LabelStudioTool:
             "predictions": [prediction],
         }
 
-    def _import_batch(self, pid: int, tasks: list[dict[str, Any]], attempts: int = 3) -> list[int]:
+    def _import_batch(
+        self, pid: int, tasks: list[dict[str, Any]], attempts: int = 3
+    ) -> tuple[list[int], bool]:
         """Import without the SDK's retries. After a transient failure (transport error, 5xx,
         408/409/429) look up what landed anyway and import only the rest; other refusals
-        (e.g. 400) are raised at once. Returns the ids of the tasks of ``tasks``."""
+        (e.g. 400) are raised at once. Returns the ids of the tasks of ``tasks`` and whether
+        a retry happened (the caller then checks the batch for duplicates)."""
         pending = tasks
         created: list[int] = []
         for attempt in range(attempts):
@@ -743,35 +796,41 @@ class LabelStudioTool:
                 landed_ids = {str(t["data"][ID_FIELD]) for t in landed}
                 pending = [t for t in pending if t["data"][ID_FIELD] not in landed_ids]
                 if not pending:
-                    return created
+                    return created, True
                 continue
             created.extend(int(i) for i in (getattr(resp, "task_ids", None) or []))
-            return created
-        return created
+            return created, attempt > 0
+        return created, True
 
     def remove_duplicates(self, item_ids: Sequence[str]) -> int:
         """Delete extra tasks of the same item among ``item_ids``; returns how many.
 
         Keeps the task with annotations (the lowest id of those) or else the lowest id; a task
-        that has annotations is never deleted. ``send`` runs this after every import batch.
+        that has annotations is never deleted. ``push`` runs this on a batch whose import was
+        retried (or on every batch with ``check_after_import``).
         """
         return self._dedupe(item_ids, all_present=False)
 
     def _dedupe(self, item_ids: Sequence[str], *, all_present: bool) -> int:
         """``all_present``: every id is known to have a task (just imported), so a chunk whose
         match count equals its size has no duplicate and is not listed."""
+        return self._remove_extra(
+            self._lookup(item_ids, skip_if_count=(lambda n, k: n <= k) if all_present else None)
+        )
+
+    def _remove_extra(self, tasks: Sequence[Mapping[str, Any]]) -> int:
+        """Delete every task of ``tasks`` whose item has another one (see
+        ``remove_duplicates`` for which stays); returns how many were deleted."""
         tasks_by_item: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-        for task in self._lookup(
-            item_ids, skip_if_count=(lambda n, k: n <= k) if all_present else None
-        ):
+        for task in tasks:
             tasks_by_item[str(task["data"][ID_FIELD])].append(task)
         removed = 0
-        for tasks in tasks_by_item.values():
-            if len(tasks) < 2:
+        for same in tasks_by_item.values():
+            if len(same) < 2:
                 continue
-            annotated = [t for t in tasks if _n_annotations(t) > 0]
-            keep = min(annotated or tasks, key=lambda t: int(t["id"]))
-            for t in tasks:
+            annotated = [t for t in same if _n_annotations(t) > 0]
+            keep = min(annotated or same, key=lambda t: int(t["id"]))
+            for t in same:
                 if t is keep or _n_annotations(t) > 0:
                     continue
                 self._api(
@@ -780,11 +839,11 @@ class LabelStudioTool:
                 removed += 1
         return removed
 
-    def _existing(self, item_ids: Sequence[str]) -> set[str]:
-        return {
-            str(t["data"][ID_FIELD])
-            for t in self._lookup(item_ids, skip_if_count=lambda n, k: n == 0)
-        }
+    def _present(self, item_ids: Sequence[str]) -> tuple[set[str], int]:
+        """The ids among ``item_ids`` that have a task, and how many extra tasks of theirs
+        were deleted (an item found with more than one task). Listed only where counted."""
+        tasks = self._lookup(item_ids, skip_if_count=lambda n, k: n == 0)
+        return {str(t["data"][ID_FIELD]) for t in tasks}, self._remove_extra(tasks)
 
     def _lookup(
         self,
@@ -794,25 +853,43 @@ class LabelStudioTool:
         """Tasks (task_only fields) whose ``data.alloop_id`` is one of ``item_ids``.
 
         Listing costs ~1 ms per task on the server (serialization); counting the matches of a
-        chunk is ~0.07 s. With ``skip_if_count(matches, chunk_size)`` a chunk is counted first
-        and not listed when the predicate holds (e.g. no match at all).
+        chunk costs about one request (~20 ms, ~65 ms on a kept-alive connection to Label
+        Studio's own server). With ``skip_if_count(matches, chunk_size)`` a chunk is counted
+        first and not listed when the predicate holds (e.g. no match at all). Chunks are as
+        large as the GET URL allows (``_LOOKUP_URL_CHARS``); after a refusal of a long URL
+        (a proxy's or another WSGI server's request-line limit) they shrink to
+        ``_SAFE_LOOKUP_URL_CHARS`` for the rest of this tool's life.
         """
         pid = self.ensure_project()
+        ids = list(dict.fromkeys(item_ids))
         out: list[Mapping[str, Any]] = []
-        for chunk in _chunks_by_size(list(dict.fromkeys(item_ids)), self.batch_size):
+        start = 0
+        while start < len(ids):
+            chunk = _next_chunk(ids, start, self._lookup_url_chars)
             flt = {
                 "filter": f"filter:tasks:data.{ID_FIELD}",
                 "operator": "in_list",
                 "type": "String",
                 "value": chunk,
             }
-            if skip_if_count is not None:
-                n = self._count(pid, [flt], what="counting sent items")
-                if skip_if_count(n, len(chunk)):
-                    continue
-            out.extend(
-                self._list_tasks(pid, [flt], fields="task_only", what="looking up sent items")
-            )
+            try:
+                if skip_if_count is not None:
+                    n = self._count(pid, [flt], what="counting sent items")
+                    if skip_if_count(n, len(chunk)):
+                        start += len(chunk)
+                        continue
+                found = list(
+                    self._list_tasks(pid, [flt], fields="task_only", what="looking up sent items")
+                )
+            except _Refused as err:
+                if err.status not in _URL_TOO_LONG or self._lookup_url_chars <= (
+                    _SAFE_LOOKUP_URL_CHARS
+                ):
+                    raise
+                self._lookup_url_chars = _SAFE_LOOKUP_URL_CHARS
+                continue
+            out.extend(found)
+            start += len(chunk)
         return out
 
     def _count(self, pid: int, filters: list[dict[str, Any]], *, what: str) -> int:
@@ -978,18 +1055,18 @@ def _user(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _chunks_by_size(ids: list[str], max_n: int) -> Iterator[list[str]]:
-    chunk: list[str] = []
-    size = 0
-    for i in ids:
-        cost = len(json.dumps(i)) + 2
-        if chunk and (len(chunk) >= max_n or size + cost > _LOOKUP_QUERY_CHARS):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(i)
-        size += cost
-    if chunk:
-        yield chunk
+def _next_chunk(ids: list[str], start: int, max_url_chars: int) -> list[str]:
+    """The ids from ``start`` on whose ``in_list`` filter keeps a lookup's GET URL (JSON,
+    percent-encoded) within ``max_url_chars``; at least one id."""
+    budget = max_url_chars - _LOOKUP_URL_OVERHEAD
+    end = start
+    while end < len(ids) and end - start < _MAX_LOOKUP_IDS:
+        cost = len(quote(json.dumps(ids[end]), safe="")) + 6  # the id and "%2C%20"
+        if end > start and cost > budget:
+            break
+        budget -= cost
+        end += 1
+    return ids[start:end]
 
 
 def _detail(body: Any) -> str:

@@ -160,6 +160,148 @@ def test_remove_duplicates_keeps_the_annotated_task(make_tool: MakeTool) -> None
     assert tool.fetch_labels(None).labels[0].value == "neg"
 
 
+class Recording(httpx.HTTPTransport):
+    """Records (method, path) of every request; ``before_import`` runs before each import POST
+    is sent (another process acting between the tool's look-up and its import)."""
+
+    def __init__(self, before_import: Callable[[httpx.Request], None] | None = None) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, str]] = []
+        self.before_import = before_import
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls.append((request.method, request.url.path))
+        if self.before_import and request.method == "POST" and request.url.path.endswith("/import"):
+            self.before_import(request)
+        return super().handle_request(request)
+
+    def take(self) -> list[tuple[str, str]]:
+        out, self.calls = self.calls, []
+        return out
+
+
+def recorded_tool(
+    ls_server, make_tool: MakeTool, transport: Recording, **kwargs
+) -> LabelStudioTool:
+    from label_studio_sdk import LabelStudio
+
+    client = LabelStudio(
+        base_url=ls_server.url,
+        api_key=ls_server.token,
+        httpx_client=httpx.Client(transport=transport, timeout=60),
+    )
+    return make_tool(client=client, **kwargs)
+
+
+def test_push_requests_one_count_and_one_import_per_batch(ls_server, make_tool: MakeTool) -> None:
+    transport = Recording()
+    tool = recorded_tool(ls_server, make_tool, transport, batch_size=25)
+    pid = tool.ensure_project()
+    transport.take()
+    tasks_path, import_path = "/api/tasks/", f"/api/projects/{pid}/import"
+    # new items into a project without a model version: it takes the predictions' own
+    first = tool.push(requests_for([f"n{i}" for i in range(60)], model_version="m-1"))
+    assert first.imported == 60
+    assert transport.take() == [("GET", tasks_path)] + [("POST", import_path)] * 3
+    assert tool.client.projects.get(id=pid).model_version == "m-1"
+    transport.take()
+    # a newer model: one update of the project after the import
+    second = tool.push(requests_for(["n60"], model_version="m-2"))
+    assert second.imported == 1
+    assert transport.take() == [
+        ("GET", tasks_path),
+        ("POST", import_path),
+        ("PATCH", f"/api/projects/{pid}/"),
+    ]
+    assert tool.client.projects.get(id=pid).model_version == "m-2"
+    transport.take()
+    # all present: counted, listed, nothing imported
+    third = tool.push(requests_for([f"n{i}" for i in range(61)], model_version="m-2"))
+    assert (third.imported, third.already_present) == (0, 61)
+    assert {m for m, _ in transport.take()} == {"GET"}
+
+
+def test_cold_start_push_then_a_model_version_is_shown(make_tool: MakeTool) -> None:
+    """Predictions without a model version make Label Studio set the project's to "undefined";
+    the first push with a real version must still move the project to it."""
+    tool = make_tool()
+    tool.push(requests_for(["c1", "c2"], prediction=None, model_version=None))
+    pid = tool.ensure_project()
+    assert tool.client.projects.get(id=pid).model_version == "undefined"
+    tool.push(requests_for(["c3"], model_version="v1"))
+    assert tool.client.projects.get(id=pid).model_version == "v1"
+
+
+def _import_the_same_tasks_first(ls_server) -> Callable[[httpx.Request], None]:
+    """Before the tool's first import, another client imports the same tasks."""
+    done: list[bool] = []
+
+    def run(request: httpx.Request) -> None:
+        if done:
+            return
+        done.append(True)
+        other = httpx.post(
+            str(request.url),
+            content=request.read(),
+            headers={
+                "Authorization": f"Token {ls_server.token}",
+                "Content-Type": "application/json",
+            },
+            timeout=60,
+        )
+        other.raise_for_status()
+
+    return run
+
+
+@pytest.mark.parametrize("check_after_import", [True, False])
+def test_two_pushers_at_once(ls_server, make_tool: MakeTool, check_after_import: bool) -> None:
+    """Another process imports the same items between the tool's look-up and its import.
+    ``check_after_import`` removes the duplicates at once; without it they stay until those
+    items are pushed again or ``remove_duplicates`` runs."""
+    transport = Recording(before_import=_import_the_same_tasks_first(ls_server))
+    tool = recorded_tool(ls_server, make_tool, transport, check_after_import=check_after_import)
+    ids = [f"d{i}" for i in range(8)]
+    result = tool.push(requests_for(ids))
+    assert result.imported == len(ids)
+    per_item = Counter(t["data"]["alloop_id"] for t in tasks_of(tool))
+    if check_after_import:
+        assert result.duplicates_removed == len(ids) and set(per_item.values()) == {1}
+        return
+    assert result.duplicates_removed == 0 and set(per_item.values()) == {2}
+    again = tool.push(requests_for(ids[:3]))
+    assert (again.imported, again.already_present, again.duplicates_removed) == (0, 3, 3)
+    assert tool.remove_duplicates(ids) == len(ids) - 3
+    assert Counter(t["data"]["alloop_id"] for t in tasks_of(tool)) == Counter(ids)
+
+
+def test_lookups_shrink_after_a_server_refuses_a_long_url(ls_server, make_tool: MakeTool) -> None:
+    """A proxy or WSGI server with a short request-line limit (gunicorn: 4,094) refuses the
+    long look-up URL: the tool goes on with short ones (several chunks) and stays idempotent."""
+
+    class ShortRequestLine(Recording):
+        refused = 0
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if len(str(request.url)) > 4094:
+                self.refused += 1
+                return httpx.Response(414, text="Request-URI Too Large", request=request)
+            return super().handle_request(request)
+
+    transport = ShortRequestLine()
+    tool = recorded_tool(ls_server, make_tool, transport)
+    ids = [f"long-{i:04d}" for i in range(400)]
+    first = tool.push(requests_for(ids))
+    assert transport.refused == 1 and first.imported == len(ids)
+    transport.take()
+    second = tool.push(requests_for(ids + ["one-more"]))
+    assert (second.imported, second.already_present) == (1, len(ids))
+    counts = [c for c in transport.take() if c[0] == "GET"]
+    assert len(counts) >= 3  # the ids no longer fit one URL
+    assert transport.refused == 1
+    assert Counter(t["data"]["alloop_id"] for t in tasks_of(tool)) == Counter([*ids, "one-more"])
+
+
 # -- fetch ---------------------------------------------------------------------------------
 
 
