@@ -16,6 +16,7 @@ This module imports only numpy, ``strategies`` and the project's own contracts: 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -144,6 +145,7 @@ class Controller:
         self.clock = clock
         self._loaded: Classifier | None = None
         self._loaded_id: str | None = None
+        self._load_lock = threading.Lock()
 
     # -- labels in -----------------------------------------------------------------------
     def sync(self) -> LabelWriteResult:
@@ -197,16 +199,19 @@ class Controller:
         return promoted[-2]
 
     def load_classifier(self, mv: ModelVersion) -> Classifier:
-        if self._loaded_id != mv.id or self._loaded is None:
-            try:
-                self._loaded = self.trainer.load(Path(mv.path))
-            except FileNotFoundError:
-                raise ModelError(
-                    f"model version {mv.id} is recorded at {mv.path} but the files are missing.",
-                    "restore the models directory or retrain (alloop iterate --train).",
-                ) from None
-            self._loaded_id = mv.id
-        return self._loaded
+        """The classifier of ``mv``, loaded once and cached (thread-safe: the HTTP service's
+        request threads and its worker share the controller)."""
+        with self._load_lock:
+            if self._loaded_id != mv.id or self._loaded is None:
+                try:
+                    clf = self.trainer.load(Path(mv.path))
+                except FileNotFoundError:
+                    raise ModelError(
+                        f"model version {mv.id} is recorded at {mv.path} but the files are missing.",
+                        "restore the models directory or retrain (alloop iterate --train).",
+                    ) from None
+                self._loaded, self._loaded_id = clf, mv.id
+            return self._loaded
 
     def needs_training(self, force: bool = False) -> tuple[bool, str]:
         ts = self.store.training_set()
@@ -282,7 +287,8 @@ class Controller:
             created_at=self.clock(),
         )
         self.store.add_model_version(mv)
-        self._loaded, self._loaded_id = clf, version_id
+        with self._load_lock:
+            self._loaded, self._loaded_id = clf, version_id
         return mv
 
     def _promotion(self, clf: Classifier, metrics: dict[str, Any], rule: str) -> dict[str, Any]:

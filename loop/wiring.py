@@ -165,6 +165,8 @@ def build_controller(
         min_new_labels=settings.min_new_labels,
         cold_start=settings.cold_start,
         eval_sample_size=settings.eval_sample_size,
+        promotion=settings.promotion,
+        promotion_tolerance=settings.promotion_tolerance,
         embedder=embedder,
         seed=settings.seed,
         progress=progress,

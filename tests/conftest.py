@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# one real Label Studio per test session, shared by every folder that needs it
+pytest_plugins = ["tests.labelstudio.fixtures"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

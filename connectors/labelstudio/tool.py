@@ -653,8 +653,20 @@ class LabelStudioTool:
         hooks = self._api(
             f"listing webhooks of project {pid}", self.client.webhooks.list, project=str(pid)
         )
+        want = dict(headers or {})
         for hook in hooks or []:
             if getattr(hook, "url", None) == url and getattr(hook, "project", None) == pid:
+                if (getattr(hook, "headers", None) or {}) != want or not getattr(hook, "is_active", True):
+                    # a changed secret must reach Label Studio, else every event gets 401
+                    self._api(
+                        f"updating webhook {hook.id} of project {pid}",
+                        self.client.webhooks.update,
+                        id=int(hook.id),
+                        headers=want,
+                        is_active=True,
+                        actions=list(WEBHOOK_ACTIONS),
+                        send_payload=True,
+                    )
                 return int(hook.id)
         hook = self._api(
             f"registering a webhook for project {pid}",

@@ -30,7 +30,7 @@ from loop.contracts import Trainer
 from loop.controller import Controller
 from loop.errors import LabelingToolError
 from loop.records import Item, Label
-from tests.labelstudio.conftest import REPO
+from tests.labelstudio.fixtures import REPO
 from tests.labelstudio.ls_helpers import choice, tasks_of
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]

@@ -16,7 +16,7 @@ import pytest
 from connectors.labelstudio import server as lss
 from connectors.labelstudio.tool import LabelStudioTool
 from loop.errors import LabelingToolError
-from tests.labelstudio.conftest import REPO, TIMINGS
+from tests.labelstudio.fixtures import REPO, TIMINGS
 from tests.labelstudio.ls_helpers import annotate, requests_for, tasks_of
 
 pytestmark = pytest.mark.labelstudio

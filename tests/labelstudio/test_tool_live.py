@@ -430,6 +430,11 @@ def test_webhook_payloads_parse_like_the_poll(make_tool: MakeTool, webhook_recei
     hook = tool.register_webhook(webhook_receiver.url, {"X-Alloop-Secret": "s3cret"})
     assert tool.register_webhook(webhook_receiver.url, {"X-Alloop-Secret": "s3cret"}) == hook
     assert len(tool.client.webhooks.list(project=str(pid))) == 1
+    # a changed secret is pushed to Label Studio (same webhook, new header)
+    assert tool.register_webhook(webhook_receiver.url, {"X-Alloop-Secret": "rotated"}) == hook
+    (listed,) = tool.client.webhooks.list(project=str(pid))
+    assert listed.headers == {"X-Alloop-Secret": "rotated"}
+    assert tool.register_webhook(webhook_receiver.url, {"X-Alloop-Secret": "s3cret"}) == hook
     ann = annotate(tool, "w1", "pos")
     tool.client.annotations.update(id=ann, result=choice("neg"))
     skip = annotate(tool, "w2", None, cancelled=True)

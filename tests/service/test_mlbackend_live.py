@@ -29,7 +29,6 @@ from loop.controller import Controller
 from loop.oracle import OracleTool
 from loop.records import Item, Label
 from loop.service.mlbackend import UNTRAINED, ml_backend_router
-from tests.labelstudio.conftest import ls_server, ls_template, ls_venv  # noqa: F401 (fixtures)
 from tests.models.models_testdata import (
     HELDOUT_NEGATIVE,
     HELDOUT_POSITIVE,
@@ -177,7 +176,7 @@ def _retrieve(client: Any, pid: int) -> None:
 
 
 def test_label_studio_calls_the_backend_and_stores_its_predictions(
-    ls_server: Any,  # noqa: F811 (fixture)
+    ls_server: Any,
     backend: tuple[str, StubService, Recorder],
 ) -> None:
     from label_studio_sdk import LabelStudio

@@ -1,0 +1,1009 @@
+"""``LoopService``: the loop running inside a long-lived process.
+
+Threads::
+
+    webhook requests --(store.add_labels, signal)--+
+                                                   v
+    poller: controller.sync() every poll_seconds --> worker: ONE job at a time, under the
+            (and at once after a deletion)                   database lease "iteration":
+                                                             run / resume an iteration, or the
+    API / schedule: trigger(...) ----------------------->    nightly retrain
+                                                      (lease renewed by a heartbeat thread)
+
+Requests only write and signal: training never happens inside a request. Signals set flags
+(a burst of events is one pending check, not a queue), so events arriving while a job runs
+lead to at most one more job. The worker takes the lease before any job; when another process
+holds it the work stays pending and is retried every ``lease_retry_seconds``. A lease whose
+holder is a process of this machine that no longer runs is taken over at once; any other
+holder's lease is waited out (it expires ``lease_seconds`` after its last renewal).
+
+The controller and the labeling tool are not thread-safe: the worker and the poller use them
+under one lock (the poller skips a tick while a job runs; the job syncs itself). Webhook
+requests touch only the store (thread-safe) and the tool's pure payload parser.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from loop.contracts import Store
+from loop.errors import AlloopError, ConfigError, DataError, StoreError
+from loop.progress import SILENT, Progress
+from loop.records import LabelRejection, LabelWriteResult
+from loop.service.status import iteration_info, model_info, project_status
+from loop.service.tokens import ServiceSecrets, load_or_create_secrets
+from loop.settings import Settings
+
+if TYPE_CHECKING:
+    from loop.controller import Controller, IterationReport
+    from loop.wiring import LabelStudioHandle
+
+log = logging.getLogger("alloop.service")
+
+LEASE_NAME = "iteration"
+WEBHOOK_PATH = "/webhooks/label-studio"
+SECRET_HEADER = "X-Alloop-Secret"
+WEBHOOK_SOURCE = "label-studio"  # the Label object's source for Label Studio answers
+JOB_HISTORY = 50
+MAX_FAILURE_BACKOFF_S = 300.0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- lease holders ---------------------------------------------------------------------------
+def _pid_namespace() -> str:
+    """The inode of this process's PID namespace ("-" where unknown): two containers can share
+    a host name, but a PID means something only inside its own namespace."""
+    try:
+        return os.readlink("/proc/self/ns/pid").partition("[")[2].rstrip("]") or "-"
+    except OSError:
+        return "-"
+
+
+def holder_id() -> str:
+    """A lease holder id unique to this process and service: ``host:pid:pidns:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_pid_namespace()}:{uuid.uuid4().hex[:12]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def holder_is_stale(holder: str) -> bool:
+    """True when ``holder`` names a process of this machine (same host name and PID
+    namespace) that no longer runs: its lease can be taken over without waiting for expiry.
+    Unknown formats and other machines are never stale."""
+    parts = holder.split(":")
+    if len(parts) != 4 or not parts[1].isdigit():
+        return False
+    host, pid, ns, _ = parts
+    if host != socket.gethostname() or ns == "-" or ns != _pid_namespace():
+        return False
+    return int(pid) != os.getpid() and not _alive(int(pid))
+
+
+# -- progress and jobs -----------------------------------------------------------------------
+class JobProgress:
+    """A :class:`loop.progress.Progress` that records the tasks in flight (description, total,
+    done) for the status API and forwards to ``inner``. Thread-safe."""
+
+    def __init__(self, inner: Progress = SILENT) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+        self._tasks: list[dict[str, Any]] = []
+
+    @contextmanager
+    def task(self, description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
+        entry: dict[str, Any] = {"description": description, "total": total, "done": 0}
+        entry["_t0"] = time.monotonic()
+        with self._lock:
+            self._tasks.append(entry)
+        try:
+            with self._inner.task(description, total) as inner_advance:
+
+                def advance(n: int = 1) -> None:
+                    with self._lock:
+                        entry["done"] += n
+                    inner_advance(n)
+
+                yield advance
+        finally:
+            with self._lock:
+                self._tasks.remove(entry)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The tasks in flight, outermost first, with seconds elapsed."""
+        now = time.monotonic()
+        with self._lock:
+            return [
+                {
+                    "description": e["description"],
+                    "total": e["total"],
+                    "done": e["done"],
+                    "seconds": round(now - e["_t0"], 3),
+                }
+                for e in self._tasks
+            ]
+
+
+@dataclass
+class JobRecord:
+    """One job the worker ran: ``kind`` iteration | retrain | nightly."""
+
+    id: int
+    kind: str
+    sources: tuple[str, ...]
+    reason: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    status: str = "running"  # running | done | failed
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    lease_lost: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        end = self.finished_at or _now()
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "sources": list(self.sources),
+            "reason": self.reason,
+            "status": self.status,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "seconds": round((end - self.started_at).total_seconds(), 3),
+            "result": self.result,
+            "error": self.error,
+            "lease_lost": self.lease_lost,
+        }
+
+
+@dataclass
+class _Pending:
+    """Work waiting for the worker; flags, so repeated signals coalesce."""
+
+    check: bool = False  # labels arrived / a poll ran / start: is an iteration due?
+    iteration: bool = False  # an iteration was asked for (API, ML backend)
+    force_train: bool = False  # ... with a forced retrain
+    nightly: bool = False
+    # who asked, per kind ("check" | "iteration" | "nightly"), in order
+    sources: dict[str, dict[str, None]] = field(
+        default_factory=lambda: {"check": {}, "iteration": {}, "nightly": {}}
+    )
+
+    def any(self) -> bool:
+        return self.check or self.iteration or self.nightly
+
+    def merge(self, other: _Pending) -> None:
+        self.check |= other.check
+        self.iteration |= other.iteration
+        self.force_train |= other.force_train
+        self.nightly |= other.nightly
+        for kind, who in other.sources.items():
+            self.sources[kind].update(who)
+
+    def who(self, *kinds: str) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(s for k in kinds for s in self.sources[k]))
+
+
+@dataclass(frozen=True)
+class TriggerResult:
+    """What became of a trigger: ``started`` (the idle worker takes it now), ``queued`` (runs
+    after the job in progress), ``coalesced`` (the same request was already waiting: one job
+    serves both) or ``blocked`` (another process holds the iteration lease; retried until it
+    is free)."""
+
+    kind: str
+    state: str
+    detail: str
+    running: str | None = None
+    lease_holder: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "state": self.state,
+            "detail": self.detail,
+            "running": self.running,
+            "lease_holder": self.lease_holder,
+        }
+
+
+@dataclass(frozen=True)
+class WebhookResult:
+    """What one webhook did: labels written (as ``Store.add_labels`` counts them), answers
+    recorded as rejected, whether a reconciliation poll was requested, or why it was ignored."""
+
+    action: str
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    reconcile: bool = False
+    ignored: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "rejected": self.rejected,
+            "reconcile": self.reconcile,
+            "ignored": self.ignored,
+        }
+
+
+class UnknownItemError(DataError):
+    """A webhook names an item this loop's store does not hold."""
+
+
+class _WebhookStats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.received = 0
+        self.inserted = 0
+        self.updated = 0
+        self.rejected = 0
+        self.ignored = 0
+        self.failed = 0
+        self.unauthorized = 0
+        self.max_seconds = 0.0
+        self.total_seconds = 0.0
+        self.last_at: datetime | None = None
+
+    def record(self, seconds: float, result: WebhookResult | None) -> None:
+        with self._lock:
+            self.received += 1
+            self.total_seconds += seconds
+            self.max_seconds = max(self.max_seconds, seconds)
+            self.last_at = _now()
+            if result is None:
+                self.failed += 1
+                return
+            self.inserted += result.inserted
+            self.updated += result.updated
+            self.rejected += result.rejected
+            self.ignored += result.ignored is not None
+
+    def refused(self) -> None:
+        with self._lock:
+            self.unauthorized += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "received": self.received,
+                "labels_inserted": self.inserted,
+                "labels_updated": self.updated,
+                "rejected_answers": self.rejected,
+                "ignored": self.ignored,
+                "failed": self.failed,
+                "unauthorized": self.unauthorized,
+                "max_seconds": round(self.max_seconds, 4),
+                "mean_seconds": round(self.total_seconds / self.received, 4)
+                if self.received
+                else None,
+                "last_at": self.last_at.isoformat() if self.last_at else None,
+            }
+
+
+# -- the service -----------------------------------------------------------------------------
+class LoopService:
+    """Owns the store, the controller, the labeling tool and the background threads.
+
+    Build it from parts (tests, embedding) or with :meth:`from_settings`. ``start()`` registers
+    the Label Studio webhook (when the tool can) and starts the poller, the worker and the
+    nightly schedule; ``stop()`` ends them, waiting for a running job up to ``timeout``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        controller: Controller,
+        tool: Any,
+        settings: Settings,
+        *,
+        secrets: ServiceSecrets | None = None,
+        refill_below: int | None = None,
+        lease_retry_seconds: float | None = None,
+        holder: str | None = None,
+        owns_store: bool = False,
+    ) -> None:
+        self.store = store
+        self.controller = controller
+        self.tool = tool
+        self.settings = settings
+        svc = settings.service
+        self.secrets = secrets or load_or_create_secrets(
+            settings.home, svc.api_token, svc.webhook_secret
+        )
+        if refill_below is None:
+            refill_below = (
+                settings.refill_below
+                if settings.refill_below is not None
+                else max(1, settings.batch_size // 2)
+            )
+        self.refill_below = refill_below
+        self.poll_seconds = settings.label_studio.poll_seconds
+        self.lease_seconds = svc.lease_seconds
+        self.lease_retry_seconds = (
+            lease_retry_seconds
+            if lease_retry_seconds is not None
+            else min(5.0, self.lease_seconds / 4)
+        )
+        self.holder = holder or holder_id()
+        self.progress = JobProgress(getattr(controller, "progress", SILENT))
+        controller.progress = self.progress  # the status API shows what the running job does
+        self._owns_store = owns_store
+
+        self._cv = threading.Condition()
+        self._pending = _Pending()
+        self._stop = threading.Event()
+        self._reconcile = threading.Event()
+        self._ctrl_lock = threading.Lock()  # controller + tool: one thread at a time
+        self._worker: threading.Thread | None = None
+        self._poller: threading.Thread | None = None
+        self._scheduler: Any = None
+        self._job_ids = 0
+        self._running: JobRecord | None = None
+        self._busy = False  # the worker is handling work (deciding, waiting for the lease, running)
+        self._jobs: deque[JobRecord] = deque(maxlen=JOB_HISTORY)
+        self._blocked_by: str | None = None
+        self._backoff_until = 0.0
+        self._failures = 0
+        self._last_poll: dict[str, Any] | None = None
+        self.webhook_stats = _WebhookStats()
+        self.webhook_id: int | None = None
+
+    # -- construction from settings ------------------------------------------------------
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        handle: LabelStudioHandle | None = None,
+        say: Callable[[str], None] = print,
+    ) -> LoopService:
+        """Build every part through :mod:`loop.wiring`: the store (when none is given; the
+        service then closes it on ``stop``), the class list, Label Studio (``handle``, or the
+        configured / local one), the tool on the project, and the controller."""
+        from loop.wiring import (
+            build_controller,
+            label_studio,
+            make_labelstudio_tool,
+            open_store,
+            project_classes,
+        )
+
+        owns = store is None
+        store = store if store is not None else open_store(settings)
+        try:
+            classes = project_classes(settings, store)
+            handle = handle if handle is not None else label_studio(settings, say=say)
+            tool = make_labelstudio_tool(settings, handle, classes)
+            controller = build_controller(settings, store, tool, classes)
+        except BaseException:
+            if owns:
+                store.close()
+            raise
+        return cls(store, controller, tool, settings, owns_store=owns)
+
+    # -- addresses -----------------------------------------------------------------------
+    @property
+    def public_url(self) -> str:
+        """How Label Studio reaches this service (``service.public_url``, else host:port)."""
+        svc = self.settings.service
+        if svc.public_url:
+            return svc.public_url.rstrip("/")
+        host = "127.0.0.1" if svc.host in ("0.0.0.0", "::", "") else svc.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{svc.port}"
+
+    @property
+    def webhook_url(self) -> str:
+        return self.public_url + WEBHOOK_PATH
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self, *, register_webhook: bool = True) -> None:
+        """Register the webhook (idempotent), then start the poller (it polls at once: events
+        lost while the service was down are ingested), the worker (it resumes an unfinished
+        iteration) and the nightly schedule."""
+        if self._worker is not None:
+            raise ConfigError("the service is already started.", "call stop() first.")
+        register = getattr(self.tool, "register_webhook", None)
+        if register_webhook and register is not None:
+            self.webhook_id = register(
+                self.webhook_url, {SECRET_HEADER: self.secrets.webhook_secret}
+            )
+            log.info("Label Studio sends annotation events to %s", self.webhook_url)
+        self._stop.clear()
+        self._signal(check=True, source="start")
+        self._worker = threading.Thread(target=self._worker_loop, name="alloop-worker", daemon=True)
+        self._poller = threading.Thread(target=self._poll_loop, name="alloop-poller", daemon=True)
+        self._worker.start()
+        self._poller.start()
+        self._start_scheduler()
+
+    def stop(self, timeout: float = 60.0) -> bool:
+        """Stop the schedule, the poller and the worker (a running job finishes first, up to
+        ``timeout`` seconds; an unfinished iteration resumes on the next start) and give up the
+        lease. Returns whether every thread ended."""
+        self._stop.set()
+        self._reconcile.set()
+        with self._cv:
+            self._cv.notify_all()
+        if self._scheduler is not None:
+            from apscheduler.schedulers import SchedulerNotRunningError
+
+            with contextlib.suppress(SchedulerNotRunningError):
+                self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        deadline = time.monotonic() + timeout
+        ended = True
+        for t in (self._poller, self._worker):
+            if t is not None:
+                t.join(max(0.0, deadline - time.monotonic()))
+                ended &= not t.is_alive()
+        if ended:
+            self._worker = self._poller = None
+            with contextlib.suppress(AlloopError):
+                self.store.release_lease(LEASE_NAME, self.holder)
+            if self._owns_store:
+                self.store.close()
+        else:
+            running = self._running
+            log.warning(
+                "stopped waiting for the running %s job after %.0f s; it resumes on the next start",
+                running.kind if running else "background",
+                timeout,
+            )
+        return ended
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None and self._worker.is_alive()
+
+    # -- signals and triggers ------------------------------------------------------------
+    def _signal(
+        self,
+        *,
+        check: bool = False,
+        iteration: bool = False,
+        force_train: bool = False,
+        nightly: bool = False,
+        source: str,
+    ) -> bool:
+        """Add work for the worker; returns whether the same kind of work was already waiting."""
+        with self._cv:
+            p = self._pending
+            if nightly:
+                already = p.nightly
+            elif iteration:
+                already = p.iteration and (p.force_train or not force_train)
+            else:
+                already = p.check
+            p.check |= check
+            p.iteration |= iteration
+            p.force_train |= force_train
+            p.nightly |= nightly
+            kind = "nightly" if nightly else "iteration" if iteration else "check"
+            p.sources[kind][source] = None
+            self._cv.notify_all()
+        return already
+
+    def notify_labels(self, source: str = "labels") -> None:
+        """Labels arrived: the worker checks whether an iteration is due."""
+        self._signal(check=True, source=source)
+
+    def request_reconcile(self) -> None:
+        """Have the poller sync at once (e.g. an annotation was deleted)."""
+        self._reconcile.set()
+
+    def trigger(self, kind: str, source: str) -> TriggerResult:
+        """Ask for a job: ``iteration`` (train if due, select, push), ``retrain`` (an
+        iteration with a forced retrain) or ``nightly`` (retrain on all labels, promote if not
+        worse, refresh waiting tasks). Returns at once; see :class:`TriggerResult`."""
+        if kind not in ("iteration", "retrain", "nightly"):
+            raise ConfigError(f"unknown job kind {kind!r}.", "use iteration, retrain or nightly.")
+        coalesced = self._signal(
+            iteration=kind != "nightly",
+            force_train=kind == "retrain",
+            nightly=kind == "nightly",
+            source=source,
+        )
+        running = self._running
+        holder = self._lease_holder()
+        other = holder if holder is not None and holder != self.holder else None
+        if coalesced:
+            state, detail = (
+                "coalesced",
+                f"a {kind} request was already waiting; one job serves both",
+            )
+        elif running is not None:
+            state, detail = "queued", f"runs after the {running.kind} job in progress"
+        elif other is not None:
+            state, detail = (
+                "blocked",
+                (
+                    f"another process ({other}) holds the {LEASE_NAME!r} lease; retried every "
+                    f"{self.lease_retry_seconds:g} s until it is free"
+                ),
+            )
+        elif not self.running:
+            state, detail = "queued", "the service's worker is not running; runs once it starts"
+        else:
+            state, detail = "started", f"the worker starts the {kind} now"
+        log.info("%s requested by %s: %s", kind, source, state)
+        return TriggerResult(kind, state, detail, running.kind if running else None, other)
+
+    def request_retrain(self, reason: str) -> dict[str, Any]:
+        """A forced retrain in the background (the ML backend's "Start training")."""
+        return self.trigger("retrain", reason).as_dict()
+
+    def scheduled_nightly(self) -> TriggerResult:
+        """What the nightly schedule runs: ask the worker for the nightly job."""
+        log.info("nightly schedule fired")
+        return self.trigger("nightly", "schedule")
+
+    def _lease_holder(self) -> str | None:
+        try:
+            lease = self.store.lease(LEASE_NAME)
+        except AlloopError:
+            return None
+        return lease[0] if lease else None
+
+    # -- webhooks ------------------------------------------------------------------------
+    def ingest_webhook(self, payload: Any) -> WebhookResult:
+        """Store what a Label Studio webhook carries, through the same idempotent writes as
+        polling: ``add_labels`` for a created or updated annotation (a repeated event changes
+        nothing), ``record_rejections`` for an answer that cannot be a label; a deletion asks
+        the poller to reconcile at once. Then signal the worker. No training here.
+
+        Raises DataError (wrong shape), UnknownItemError (an item not in the store; nothing
+        written) or StoreError (the database)."""
+        t0 = time.perf_counter()
+        result: WebhookResult | None = None
+        try:
+            result = self._ingest(payload)
+            return result
+        finally:
+            self.webhook_stats.record(time.perf_counter() - t0, result)
+
+    def _ingest(self, payload: Any) -> WebhookResult:
+        event = self.tool.parse_webhook(payload)
+        project = getattr(self.tool, "project_id", None)
+        if event.project_id is not None and project is not None and event.project_id != project:
+            return WebhookResult(event.action, ignored=f"event of project {event.project_id}")
+        if not (event.labels or event.rejections or event.deleted_annotation_ids):
+            return WebhookResult(event.action, ignored=f"nothing to store for {event.action}")
+        written = LabelWriteResult()
+        if event.labels:
+            try:
+                written = self.store.add_labels(event.labels)
+            except StoreError:
+                self._raise_if_unknown([lab.item_id for lab in event.labels])
+                raise
+        rejections = [
+            LabelRejection(r.item_id, WEBHOOK_SOURCE, r.annotation_id, r.reason)
+            for r in event.rejections
+            if r.item_id is not None
+        ]
+        if rejections:
+            try:
+                self.store.record_rejections(rejections)
+            except StoreError:
+                self._raise_if_unknown([r.item_id for r in rejections])
+                raise
+        reconcile = bool(event.deleted_annotation_ids)
+        if reconcile:
+            self.request_reconcile()
+        if written.inserted or written.updated or written.withdrawn or rejections:
+            self.notify_labels("webhook")
+        return WebhookResult(
+            event.action,
+            inserted=written.inserted,
+            updated=written.updated,
+            unchanged=written.unchanged,
+            rejected=len(event.rejections),
+            reconcile=reconcile,
+        )
+
+    def _raise_if_unknown(self, item_ids: list[str]) -> None:
+        """After a failed write: UnknownItemError when an item is not in the store (the write
+        failed for that reason), else return (the caller re-raises the store's error)."""
+        missing = []
+        for item_id in dict.fromkeys(item_ids):
+            try:
+                self.store.get_items([item_id])
+            except StoreError:
+                missing.append(item_id)
+        if missing and len(missing) == len(set(item_ids)):
+            self.store.count_items()  # raises StoreError itself when the database is down
+        if missing:
+            raise UnknownItemError(
+                f"the webhook names item(s) {missing[:5]} that this loop's store does not hold; "
+                "nothing was stored.",
+                "point the webhook only at the project this loop pushes to (tasks need the "
+                "alloop_id of an ingested item), or ingest those items first.",
+            )
+
+    # -- the poller ----------------------------------------------------------------------
+    def poll_once(self) -> LabelWriteResult | None:
+        """Reconcile with the labeling tool now (``controller.sync()``); None when a job holds
+        the controller (the job syncs itself)."""
+        if not self._ctrl_lock.acquire(blocking=False):
+            return None
+        t0 = time.perf_counter()
+        try:
+            res = self.controller.sync()
+        except AlloopError as err:
+            self._last_poll = {"at": _now().isoformat(), "error": str(err)}
+            log.warning("polling the labeling tool failed: %s", err)
+            raise
+        finally:
+            self._ctrl_lock.release()
+        self._last_poll = {
+            "at": _now().isoformat(),
+            "seconds": round(time.perf_counter() - t0, 3),
+            "inserted": res.inserted,
+            "updated": res.updated,
+            "withdrawn": res.withdrawn,
+        }
+        if res.inserted or res.updated or res.withdrawn:
+            log.info(
+                "poll: %d new, %d changed, %d withdrawn label(s)",
+                res.inserted,
+                res.updated,
+                res.withdrawn,
+            )
+        return res
+
+    def _poll_loop(self) -> None:
+        next_at = 0.0  # poll at once: catch up on events lost while the service was down
+        while not self._stop.is_set():
+            self._reconcile.wait(max(0.0, next_at - time.monotonic()))
+            if self._stop.is_set():
+                return
+            self._reconcile.clear()
+            try:
+                res = self.poll_once()
+            except AlloopError:
+                res = LabelWriteResult()  # logged; tried again next tick
+            except Exception:  # noqa: BLE001 - a background thread must survive to retry
+                log.exception("polling the labeling tool failed")
+                res = LabelWriteResult()
+            if res is None:  # a job holds the controller: retry shortly
+                next_at = time.monotonic() + min(1.0, self.poll_seconds)
+                continue
+            next_at = time.monotonic() + self.poll_seconds
+            self._signal(check=True, source="poll")
+
+    # -- the worker ----------------------------------------------------------------------
+    def _worker_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._cv:
+                while not self._pending.any() and not self._stop.is_set():
+                    self._cv.wait()
+                if self._stop.is_set():
+                    return
+                work, self._pending = self._pending, _Pending()
+                self._busy = True
+            try:
+                outcome = self.run_pending(work)
+            except AlloopError as err:  # e.g. the database is unreachable: retried on next signal
+                log.error("the worker could not look for work: %s", err)
+                outcome = "idle"
+            except Exception:  # noqa: BLE001 - keep the worker alive to retry
+                log.exception("the worker failed")
+                outcome = "idle"
+            finally:
+                with self._cv:
+                    self._busy = False
+            if outcome == "blocked":
+                with self._cv:
+                    work.merge(self._pending)
+                    self._pending = work
+                self._stop.wait(self.lease_retry_seconds)
+
+    def run_pending(self, work: _Pending | None = None) -> str:
+        """Run what is pending (taken from the queue when ``work`` is None) in this thread:
+        ``"ran"`` when a job ran, ``"idle"`` when nothing was due, ``"blocked"`` when another
+        process holds the lease (the work is not consumed when taken here)."""
+        own = work is None
+        if work is None:
+            with self._cv:
+                work, self._pending = self._pending, _Pending()
+        if not work.any():
+            return "idle"
+        plan_iteration = bool(work.iteration or work.check)
+        if plan_iteration and not work.nightly:
+            due, _, _ = self._iteration_due(work)
+            if not due:
+                return "idle"
+        with self._ctrl_lock:
+            if not self._take_lease():
+                if own:
+                    with self._cv:
+                        work.merge(self._pending)
+                        self._pending = work
+                return "blocked"
+            heartbeat = _Heartbeat(self)
+            ran = False
+            try:
+                if work.nightly:
+                    self._run_job("nightly", work, "requested", self._nightly)
+                    ran = True
+                if plan_iteration:
+                    due, force, reason = self._iteration_due(work)  # again, under the lease
+                    if due:
+                        kind = "retrain" if force else "iteration"
+                        self._run_job(kind, work, reason, lambda: self._iterate(force))
+                        ran = True
+            finally:
+                heartbeat.stop()
+                try:
+                    self.store.release_lease(LEASE_NAME, self.holder)
+                except AlloopError as err:
+                    log.warning("could not release the lease (it expires by itself): %s", err)
+        return "ran" if ran else "idle"
+
+    def _iteration_due(self, work: _Pending) -> tuple[bool, bool, str]:
+        """Whether to run an iteration now: ``(due, force_train, reason)``."""
+        store, ctrl = self.store, self.controller
+        unfinished = store.unfinished_iteration()
+        if work.iteration:
+            return True, work.force_train, "requested by " + ", ".join(work.who("iteration"))
+        if time.monotonic() < self._backoff_until:
+            return False, False, "waiting after a failed job"
+        if unfinished is not None:
+            return True, False, f"resume iteration {unfinished.number} at step {unfinished.step}"
+        if not store.iterations():
+            return True, False, "first iteration"
+        need, why = ctrl.needs_training()
+        if need:
+            return True, False, why
+        waiting = len(ctrl.waiting())
+        if waiting < self.refill_below and store.pool():
+            return True, False, f"queue refill: {waiting} sent item(s) await an answer"
+        return False, False, why
+
+    def _take_lease(self) -> bool:
+        store = self.store
+        if store.acquire_lease(LEASE_NAME, self.holder, self.lease_seconds):
+            self._blocked_by = None
+            return True
+        lease = store.lease(LEASE_NAME)
+        if lease is None:  # expired or released just now
+            got = store.acquire_lease(LEASE_NAME, self.holder, self.lease_seconds)
+        elif holder_is_stale(lease[0]):
+            log.warning(
+                "the %r lease is held by %s, a process of this machine that no longer runs: "
+                "taking it over",
+                LEASE_NAME,
+                lease[0],
+            )
+            store.release_lease(LEASE_NAME, lease[0])
+            got = store.acquire_lease(LEASE_NAME, self.holder, self.lease_seconds)
+        else:
+            got = False
+        if not got:
+            holder = self._lease_holder()
+            if holder != self._blocked_by:
+                log.info("the %r lease is held by %s: waiting", LEASE_NAME, holder)
+            self._blocked_by = holder
+        else:
+            self._blocked_by = None
+        return got
+
+    def _run_job(
+        self, kind: str, work: _Pending, reason: str, fn: Callable[[], dict[str, Any]]
+    ) -> JobRecord:
+        self._job_ids += 1
+        who = work.who("nightly") if kind == "nightly" else work.who("iteration", "check")
+        job = JobRecord(self._job_ids, kind, who, reason, _now())
+        self._jobs.append(job)
+        self._running = job
+        log.info("%s started (%s)", kind, reason)
+        try:
+            job.result = fn()
+            job.status = "done"
+            self._failures = 0
+            self._backoff_until = 0.0
+            log.info("%s done: %s", kind, job.result.get("summary", ""))
+        except Exception as err:  # noqa: BLE001 - recorded, logged, retried later
+            job.status = "failed"
+            job.error = str(err) if isinstance(err, AlloopError) else f"{type(err).__name__}: {err}"
+            self._failures += 1
+            delay = min(MAX_FAILURE_BACKOFF_S, self.poll_seconds * 2 ** (self._failures - 1))
+            self._backoff_until = time.monotonic() + delay
+            if isinstance(err, AlloopError):
+                log.error("%s failed: %s (retried in %.0f s)", kind, err, delay)
+            else:
+                log.exception("%s failed (retried in %.0f s)", kind, delay)
+        finally:
+            job.finished_at = _now()
+            self._running = None
+        return job
+
+    def _iterate(self, force: bool) -> dict[str, Any]:
+        from loop.runner import describe
+
+        rep = self.controller.run_iteration(force_train=force)
+        reports = [rep]
+        if force and rep.resumed_from is not None and not rep.trained:
+            # the forced retrain was not served by the resumed iteration
+            reports.append(self.controller.run_iteration(force_train=True))
+        return {
+            "iterations": [_report_dict(r) for r in reports],
+            "summary": "; ".join(describe(r) for r in reports),
+        }
+
+    def _nightly(self) -> dict[str, Any]:
+        out = dict(self.controller.nightly())
+        if out.get("trained"):
+            promo = out.get("promotion", {})
+            out["summary"] = (
+                f"retrained {out['model_version']} on all labels: {out['status']} "
+                f"({promo.get('reason', '')}); refreshed {out.get('refreshed', 0)} waiting task(s)"
+            )
+        else:
+            out["summary"] = f"no retrain: {out.get('reason', '')}"
+        return out
+
+    # -- status --------------------------------------------------------------------------
+    def job_status(self) -> dict[str, Any]:
+        """The running job (with the progress of its current step) and the recent ones."""
+        running = self._running
+        with self._cv:
+            p = self._pending
+            pending = {
+                "check": p.check,
+                "iteration": p.iteration,
+                "force_train": p.force_train,
+                "nightly": p.nightly,
+            }
+            busy = self._busy
+        return {
+            "running": (
+                {**running.as_dict(), "progress": self.progress.snapshot()} if running else None
+            ),
+            "worker_busy": busy,
+            "pending": pending,
+            "recent": [j.as_dict() for j in list(self._jobs)[-10:]],
+        }
+
+    def lease_status(self) -> dict[str, Any]:
+        lease = self.store.lease(LEASE_NAME)
+        return {
+            "name": LEASE_NAME,
+            "holder": lease[0] if lease else None,
+            "expires_at": lease[1].isoformat() if lease else None,
+            "ours": bool(lease and lease[0] == self.holder),
+            "this_process": self.holder,
+        }
+
+    def schedule_status(self) -> dict[str, Any]:
+        svc = self.settings.service
+        next_run = None
+        if self._scheduler is not None:
+            job = self._scheduler.get_job("nightly")
+            if job is not None and job.next_run_time is not None:
+                next_run = job.next_run_time.isoformat()
+        return {"nightly": svc.nightly, "timezone": svc.timezone, "next_run": next_run}
+
+    def status(self) -> dict[str, Any]:
+        """``project_status`` plus the current model, the job in progress, the lease, webhook
+        and poll figures and the schedule (what ``GET /api/status`` returns)."""
+        info = project_status(self.store, database=getattr(self.store, "url", None))
+        current = self.controller.current_model()
+        info["current_model"] = model_info(current) if current else None
+        its = self.store.iterations()
+        info["last_iteration"] = iteration_info(its[-1]) if its else None
+        info["waiting_for_answers"] = len(self.controller.waiting())
+        info["job"] = self.job_status()
+        info["lease"] = self.lease_status()
+        info["webhooks"] = self.webhook_stats.as_dict()
+        info["poll"] = {"every_seconds": self.poll_seconds, "last": self._last_poll}
+        info["schedule"] = self.schedule_status()
+        info["service"] = {
+            "public_url": self.public_url,
+            "webhook_url": self.webhook_url,
+            "worker_running": self.running,
+            "refill_below": self.refill_below,
+            "min_new_labels": self.controller.min_new_labels,
+        }
+        return info
+
+    # -- the nightly schedule ------------------------------------------------------------
+    def _start_scheduler(self) -> None:
+        svc = self.settings.service
+        if svc.nightly is None:
+            return
+        from apscheduler.schedulers.background import BackgroundScheduler
+        from apscheduler.triggers.cron import CronTrigger
+
+        hh, _, mm = svc.nightly.partition(":")
+        sched = BackgroundScheduler(timezone=svc.timezone)
+        sched.add_job(
+            self.scheduled_nightly,
+            CronTrigger(hour=int(hh), minute=int(mm), timezone=svc.timezone),
+            id="nightly",
+            name="nightly retrain",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=3600,
+        )
+        sched.start()
+        self._scheduler = sched
+        job = sched.get_job("nightly")
+        log.info("nightly retrain at %s %s; next %s", svc.nightly, svc.timezone, job.next_run_time)
+
+
+class _Heartbeat:
+    """Renews the service's lease every third of its time-to-live while a job runs."""
+
+    def __init__(self, service: LoopService) -> None:
+        self._svc = service
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="alloop-lease", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        svc = self._svc
+        every = max(0.2, svc.lease_seconds / 3)
+        while not self._stop.wait(every):
+            try:
+                kept = svc.store.renew_lease(LEASE_NAME, svc.holder, svc.lease_seconds)
+            except AlloopError as err:
+                log.warning("could not renew the %r lease: %s", LEASE_NAME, err)
+                continue
+            if not kept:
+                job = svc._running
+                if job is not None:
+                    job.lease_lost = True
+                log.error(
+                    "lost the %r lease (not renewed in time and taken by another process); "
+                    "the running step finishes, its writes are idempotent",
+                    LEASE_NAME,
+                )
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def _report_dict(rep: IterationReport) -> dict[str, Any]:
+    return {
+        "number": rep.number,
+        "trained": rep.trained,
+        "model_version": rep.model_version,
+        "n_labels": rep.n_labels,
+        "metrics": dict(rep.metrics),
+        "selected": rep.selected,
+        "sent": rep.sent,
+        "resumed_from": rep.resumed_from,
+        "timings": {k: round(v, 4) for k, v in rep.timings.items()},
+    }
