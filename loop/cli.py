@@ -484,7 +484,8 @@ def iterate(
     home: HomeOpt = None,
 ) -> None:
     """Run (or resume) exactly one iteration against Label Studio: sync, train if due, score,
-    push. For schedulers outside the process (cron, systemd timers, Kubernetes CronJobs)."""
+    push. For schedulers outside the process (cron, systemd timers, Kubernetes CronJobs); holds
+    the database lease, so it never overlaps an iteration of `alloop serve`."""
     from loop.runner import describe
     from loop.wiring import (
         build_controller,
@@ -500,12 +501,131 @@ def iterate(
         classes = project_classes(s, store)
         handle = label_studio(s, say=out.print)
         tool = make_labelstudio_tool(s, handle, classes)
-        with progress_bars() as prog:
+        with _lease(store, s), progress_bars() as prog:
             ctrl = build_controller(s, store, tool, classes, progress=prog)
             rep = ctrl.run_iteration(force_train=train)
         out.print(describe(rep))
     finally:
         store.close()
+
+
+@contextmanager
+def _lease(store: Any, s: Settings) -> Iterator[None]:
+    """Hold the database lease "iteration" (shared with `alloop serve`) for the block."""
+    from loop.service.core import LEASE_NAME, holder_id, holder_is_stale
+
+    holder = holder_id()  # a crashed holder on this machine is recognised and taken over at once
+    current = store.lease(LEASE_NAME)
+    if current is not None and holder_is_stale(current[0]):
+        store.release_lease(LEASE_NAME, current[0])
+    if not store.acquire_lease(LEASE_NAME, holder, max(s.service.lease_seconds, 3600.0)):
+        held = store.lease("iteration")
+        raise ConfigError(
+            f"another process holds the iteration lease ({held[0] if held else '?'}).",
+            "try again when the running iteration has finished.",
+        )
+    try:
+        yield
+    finally:
+        store.release_lease(LEASE_NAME, holder)
+
+
+# -- the HTTP service -------------------------------------------------------------------
+@app.command()
+def serve(
+    dataset: Annotated[
+        str | None, typer.Option(help="ingest this built-in dataset first (idempotent)")
+    ] = None,
+    keep_label_studio: Annotated[
+        bool, typer.Option(help="leave the local Label Studio running on exit")
+    ] = False,
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """The loop as an HTTP service: Label Studio's webhook stores answers as they are given,
+    polling catches what webhooks miss, one background worker retrains and pushes (one at a
+    time across processes, under a database lease), a read/write API (docs at /docs), the
+    Label Studio ML backend under /ml, and the nightly retrain when service.nightly is set.
+    Ctrl-C or SIGTERM stops cleanly; a restart resumes an unfinished iteration."""
+    import logging
+    import signal
+    import threading
+
+    from loop.service.app import create_app
+    from loop.service.core import LoopService
+    from loop.service.server import ServiceServer
+    from loop.wiring import import_labels, label_studio, load_dataset, open_store
+
+    s = _settings(config, home)
+    say = out.print
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("httpx", "alembic"):  # one line per Label Studio request / migration step
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    store = open_store(s)
+    handle = service = server = None
+    try:
+        if dataset:
+            ds = load_dataset(dataset, s)
+            _set_classes(store, list(ds.classes), s)
+            res = store.add_items(ds.items)
+            store.add_labels(
+                import_labels({it.id: ds.gold[it.id] for it in ds.items if it.split == "test"})
+            )
+            say(f"dataset {ds.name}: {res.added} new items ({res.existing} already there)")
+        handle = label_studio(s, say=say)
+        service = LoopService.from_settings(s, store=store, handle=handle, say=say)
+        # listen first: the webhook registered by start() must find the server
+        server = ServiceServer(
+            create_app(service), s.service.host, s.service.port, log_level="info"
+        ).start()
+        service.start()
+        pid = service.tool.project_id
+        say(f"alloop service  {server.url}  (API docs {server.url}/docs)")
+        say(
+            f"Label Studio    {handle.url}/projects/{pid}/data  (login {s.label_studio.username}"
+            + (f", password in {handle.credentials_file})" if handle.credentials_file else ")")
+        )
+        say(f"webhook         {service.webhook_url}  (registered on project {pid})")
+        say(f"ML backend      {service.public_url}/ml  (Label Studio: Settings > Model > Connect)")
+        where = service.secrets.source
+        say(
+            "write API: Authorization: Bearer <api_token> ("
+            + ("the service.api_token setting" if where == "settings" else f"in {where}")
+            + "); Ctrl-C to stop"
+        )
+        stop = threading.Event()
+
+        def on_signal(signum: int, frame: Any) -> None:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            say(
+                "stopping (a running job finishes first; Ctrl-C again to abort, the next start resumes)"
+            )
+            stop.set()
+
+        old_int = signal.signal(signal.SIGINT, on_signal)
+        old_term = signal.signal(signal.SIGTERM, on_signal)
+        try:
+            while not stop.wait(0.5):
+                if not server.alive:
+                    raise ConfigError(
+                        f"the HTTP server on {server.url} stopped unexpectedly.",
+                        "see the log above, then start alloop serve again.",
+                    )
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
+    finally:
+        if server is not None:
+            server.stop()
+        if service is not None:
+            service.stop(timeout=100)  # a running step may finish (deploy/: 120 s to stop)
+        store.close()
+        if handle is not None and handle.server is not None and not keep_label_studio:
+            handle.stop()
+            say("Label Studio stopped")
 
 
 # -- status / db / config ---------------------------------------------------------------
@@ -516,59 +636,13 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Pool size, labels per class, model versions and their metrics, recent iterations."""
+    from loop.service.status import project_status
     from loop.wiring import open_store
 
     s = _settings(config, home)
     store = open_store(s)
     try:
-        ts = store.training_set()
-        info: dict[str, Any] = {
-            "database": _redact(s.db_url),
-            "items": {sp: store.count_items(sp) for sp in ("train", "test", "eval")},
-            "pool": len(store.pool()),
-            "classes": store.get_meta("classes"),
-            "labels_per_class": dict(Counter(ts.labels)),
-            "ties_left_out": len(ts.ties),
-            "rejected_answers": len(store.rejections()),
-            "agreement": ts.agreement,
-            "model_versions": [
-                {
-                    "id": m.id,
-                    "trainer": m.trainer,
-                    "n_labels": m.n_labels,
-                    "status": m.status,
-                    "metrics": dict(m.metrics),
-                }
-                for m in store.model_versions()
-            ],
-            "iterations": [
-                {
-                    "number": i.number,
-                    "status": i.status,
-                    "step": i.step,
-                    "model_version": i.model_version,
-                }
-                for i in store.iterations()[-10:]
-            ],
-        }
-        n_eval = info["items"]["eval"]
-        eval_labeled = len(store.training_set("eval"))
-        info["eval_sample"] = {"size": n_eval, "labeled": eval_labeled}
-        if n_eval == 0:
-            info["metrics_note"] = (
-                "metrics are on the held-out test split"
-                if info["items"]["test"]
-                else "no held-out data: set eval_sample_size to measure the model"
-            )
-        elif eval_labeled < n_eval:
-            info["metrics_note"] = (
-                f"NOT YET TRUSTWORTHY: {eval_labeled}/{n_eval} items of the random evaluation "
-                "sample are labeled (actively selected labels are a biased sample)"
-            )
-        else:
-            info["metrics_note"] = (
-                f"trustworthy: the random evaluation sample ({n_eval} items) is labeled"
-            )
+        info = project_status(store, database=_redact(s.db_url))
     finally:
         store.close()
     if as_json:
@@ -627,11 +701,107 @@ def show_config(config: ConfigOpt = None, home: HomeOpt = None) -> None:
     """Print the effective settings (secrets masked)."""
     s = _settings(config, home)
     d = s.model_dump(mode="json")
-    if d["label_studio"].get("token"):
-        d["label_studio"]["token"] = "***"
+    for section, key in (
+        ("label_studio", "token"),
+        ("service", "api_token"),
+        ("service", "webhook_secret"),
+    ):
+        if d[section].get(key):
+            d[section][key] = "***"
     if d.get("database_url"):
         d["database_url"] = _redact(d["database_url"])
     out.print_json(json.dumps(d))
+
+
+# -- curve: is more data worth it? ------------------------------------------------------
+@app.command()
+def curve(
+    fractions: Annotated[
+        str, typer.Option(help="fractions of the training labels to train on, comma-separated")
+    ] = "0.1,0.25,0.5,0.75,1",
+    repeats: Annotated[int, typer.Option(help="random nested subsets per fraction")] = 3,
+    plus: Annotated[
+        int | None,
+        typer.Option(help="forecast accuracy with this many more labels (default +50%)"),
+    ] = None,
+    target: Annotated[
+        float | None, typer.Option(help="accuracy to reach (a fraction, e.g. 0.85)")
+    ] = None,
+    level: Annotated[float, typer.Option(help="coverage of the uncertainty band")] = 0.9,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="where curve.json and curve.png go (default <home>/curve, or next to the summary)",
+        ),
+    ] = None,
+    from_summary: Annotated[
+        Path | None,
+        typer.Option("--from-summary", help="fit a simulation's summary.json instead of training"),
+    ] = None,
+    strategy: Annotated[
+        str, typer.Option(help="the summary's strategy to fit (with --from-summary)")
+    ] = "random",
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Is more data worth it? Measure the learning curve (retrain on nested subsets of the
+    labels, evaluate on held-out data), fit a power law, forecast +N labels with a band, the
+    labels needed for --target, and a verdict. Writes curve.json and curve.png."""
+    from loop.curve import (
+        held_out_note,
+        load_summary,
+        measure_curve,
+        parse_fractions,
+        summary_points,
+        write_curve,
+    )
+    from loop.forecast import forecast as fit_forecast
+    from loop.forecast import format_forecast
+
+    s = _settings(config, home)
+    if from_summary is not None:
+        points, info = summary_points(load_summary(from_summary), strategy)
+        n_now = int(info["n_labels"])
+        title = f"{info.get('dataset')} — {strategy}, {info.get('trainer')}"
+        dest = out_dir or from_summary.parent / f"curve-{strategy}"
+    else:
+        from loop.wiring import make_trainer, open_store, project_classes
+
+        fr = parse_fractions(fractions)
+        store = open_store(s)
+        try:
+            classes = project_classes(s, store)
+            trainer = make_trainer(s)
+            with progress_bars() as prog:
+                measured = measure_curve(
+                    store, trainer, classes, fr, repeats=repeats, seed=s.seed, progress=prog
+                )
+        finally:
+            store.close()
+        points, info, n_now = list(measured.points), measured.info(), measured.n_labels
+        title = f"{s.model}, {measured.held_out} split"
+        dest = out_dir or s.home / "curve"
+    fc = fit_forecast(points, n_current=n_now, plus=plus, target=target, level=level, seed=s.seed)
+    if points and info.get("n_held_out"):
+        info["held_out_note"] = held_out_note(int(info["n_held_out"]), points[-1].mean)
+    t = Table("labels", "mean acc", "sd", "repeats", title=title)
+    for p in points:
+        t.add_row(
+            str(p.n_labels),
+            f"{p.mean:.4f}",
+            f"{p.std:.4f}",
+            ", ".join(f"{a:.4f}" for a in p.accuracies),
+        )
+    out.print(t)
+    if info.get("held_out"):
+        out.print(f"held-out: {info['held_out']} ({info.get('n_held_out')} items)")
+    for line in format_forecast(fc):
+        out.print(line, highlight=False)
+    if info.get("held_out_note"):
+        out.print(f"note: {info['held_out_note']}", highlight=False)
+    paths = write_curve(fc, info, dest, title)
+    out.print(f"wrote {paths['json']}, {paths['plot']}")
 
 
 models_app = typer.Typer(no_args_is_help=True, help="Model versions: list, promote, roll back.")
@@ -714,26 +884,13 @@ def nightly(config: ConfigOpt = None, home: HomeOpt = None) -> None:
     """The nightly job, once: sync labels, retrain on all of them, evaluate on held-out data,
     promote only if not worse than the current model, refresh the predictions of waiting tasks.
     Holds the database lease, so it never overlaps an iteration of `alloop serve`."""
-    import os
-    import socket
-    import uuid
-
     from loop.wiring import open_store
 
     s = _settings(config, home)
     store = open_store(s)
-    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     try:
-        if not store.acquire_lease("iteration", holder, max(s.service.lease_seconds, 3600.0)):
-            held = store.lease("iteration")
-            raise ConfigError(
-                f"another process holds the iteration lease ({held[0] if held else '?'}).",
-                "run the nightly job when the running iteration has finished.",
-            )
-        try:
+        with _lease(store, s):
             rep = _controller_for(s, store, with_tool=True).nightly()
-        finally:
-            store.release_lease("iteration", holder)
         out.print_json(json.dumps(rep, default=str))
     finally:
         store.close()
