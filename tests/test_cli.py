@@ -41,6 +41,14 @@ def test_help_on_every_command(home: Path) -> None:
         ["data"],
         ["data", "fetch"],
         ["db", "upgrade"],
+        ["run"],
+        ["serve"],
+        ["iterate"],
+        ["nightly"],
+        ["curve"],
+        ["models"],
+        ["models", "promote"],
+        ["config"],
     ):
         r = alloop(*cmd, "--help", home=home)
         assert r.returncode == 0, r.stderr
