@@ -227,7 +227,7 @@ def simulate(
     ] = [  # noqa: B006
         "margin"
     ],
-    model: Annotated[str, typer.Option(help="embed-lr | finetune")] = "embed-lr",
+    model: Annotated[str, typer.Option(help="embed-lr | finetune | tfidf-lr | ladder")] = "embed-lr",
     initial: Annotated[int, typer.Option(help="cold-start labels")] = 50,
     step: Annotated[int, typer.Option(help="labels added per iteration")] = 50,
     budget: Annotated[int, typer.Option(help="total labels at the end")] = 500,

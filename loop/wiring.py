@@ -24,6 +24,15 @@ def open_store(settings: Settings, url: str | None = None) -> Store:
 def trainer_params(settings: Settings) -> dict[str, Any]:
     if settings.model == "embed-lr":
         return settings.embed_lr.model_dump()
+    if settings.model == "tfidf-lr":
+        return settings.tfidf_lr.model_dump()
+    if settings.model == "ladder":
+        return {
+            **settings.ladder.model_dump(),
+            "tfidf_lr": settings.tfidf_lr.model_dump(),
+            "embed_lr": settings.embed_lr.model_dump(),
+            "finetune": settings.finetune.model_dump(),
+        }
     return settings.finetune.model_dump()
 
 

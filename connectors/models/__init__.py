@@ -1,7 +1,10 @@
-"""Model backends: the offline MiniLM encoder, an embedding cache and two trainers.
+"""Model backends: the offline MiniLM encoder, an embedding cache and the trainers.
 
 - ``embed-lr`` (default, fast): frozen cached sentence embeddings + LogisticRegression head.
 - ``finetune``: full fine-tuning of the encoder with a classification head.
+- ``tfidf-lr`` (fastest, no encoder): word 1-2-gram tf-idf + LogisticRegression head.
+- ``ladder``: scores tfidf-lr, embed-lr (and optionally finetune) by cross-validation at every
+  training and trains the cheapest one that is not clearly beaten (see ``ladder``).
 
 Importing this package is cheap: torch, transformers and scikit-learn load only when a model is
 built or used (the submodules ``encoder``, ``finetune`` import torch).
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
     from connectors.models.embed_lr import EmbedLRClassifier, EmbedLRTrainer
     from connectors.models.encoder import MiniLMEmbedder
     from connectors.models.finetune import FinetuneClassifier, FinetuneTrainer
+    from connectors.models.ladder import LadderClassifier, LadderTrainer
+    from connectors.models.tfidf import TfidfLRClassifier, TfidfLRTrainer
     from loop.contracts import Embedder, Trainer
 
 __all__ = [
@@ -30,12 +35,16 @@ __all__ = [
     "EmbeddingCache",
     "FinetuneClassifier",
     "FinetuneTrainer",
+    "LadderClassifier",
+    "LadderTrainer",
     "MiniLMEmbedder",
+    "TfidfLRClassifier",
+    "TfidfLRTrainer",
     "make_embedder",
     "make_trainer",
 ]
 
-TRAINER_NAMES: tuple[str, ...] = ("embed-lr", "finetune")
+TRAINER_NAMES: tuple[str, ...] = ("embed-lr", "finetune", "tfidf-lr", "ladder")
 
 # parameters each trainer accepts through make_trainer (names match loop.settings)
 _EMBED_PARAMS = ("max_length", "batch_size", "device")
@@ -54,7 +63,26 @@ _PARAMS: Mapping[str, tuple[str, ...]] = {
         "max_grad_norm",
         "device",
     ),
+    "tfidf-lr": ("C", "ngram_max", "min_df", "max_features", "max_iter"),
+    # the rungs' own settings come as nested mappings: tfidf_lr={...}, embed_lr={...}, finetune={...}
+    "ladder": (
+        "rungs",
+        "tune",
+        "cv_budget_s",
+        "max_splits",
+        "min_folds",
+        "finetune_min_labels",
+        "finetune_budget_s",
+        "finetune_holdout",
+        "finetune_seconds_per_text_epoch",
+        "default_rung",
+        "margin",
+        "tfidf_lr",
+        "embed_lr",
+        "finetune",
+    ),
 }
+_NESTED = {"tfidf_lr": "tfidf-lr", "embed_lr": "embed-lr", "finetune": "finetune"}
 
 _LAZY = {
     "CachedEmbedder": "connectors.models.cache",
@@ -64,6 +92,10 @@ _LAZY = {
     "MiniLMEmbedder": "connectors.models.encoder",
     "FinetuneClassifier": "connectors.models.finetune",
     "FinetuneTrainer": "connectors.models.finetune",
+    "LadderClassifier": "connectors.models.ladder",
+    "LadderTrainer": "connectors.models.ladder",
+    "TfidfLRClassifier": "connectors.models.tfidf",
+    "TfidfLRTrainer": "connectors.models.tfidf",
 }
 
 
@@ -118,17 +150,64 @@ def make_trainer(
             f"expected a model name among {list(TRAINER_NAMES)}, found {name!r}.",
             f"set model to one of: {', '.join(TRAINER_NAMES)}.",
         )
+    _check_params(name, params, accepted)
+    if name == "embed-lr":
+        from connectors.models.embed_lr import EmbedLRTrainer
+
+        embed_kw = {k: params.pop(k) for k in _EMBED_PARAMS if k in params}
+        return EmbedLRTrainer(make_embedder(cache_dir, model_path, **embed_kw), **params)
+    if name == "tfidf-lr":
+        from connectors.models._common import resolve_model_path
+        from connectors.models.tfidf import TfidfLRTrainer
+
+        if model_path is not None:  # not used, but a set and broken encoder path is a mistake
+            resolve_model_path(model_path)
+        return TfidfLRTrainer(**params)
+    if name == "ladder":
+        return _make_ladder(cache_dir, model_path, params)
+    from connectors.models.finetune import FinetuneTrainer
+
+    return FinetuneTrainer(model_path, **params)
+
+
+def _check_params(name: str, params: Mapping[str, Any], accepted: tuple[str, ...]) -> None:
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ConfigError(
             f"expected {name} settings among {sorted(accepted)}, found unknown {unknown}.",
             f"remove {', '.join(unknown)} from the {name} settings.",
         )
-    if name == "embed-lr":
-        from connectors.models.embed_lr import EmbedLRTrainer
 
-        embed_kw = {k: params.pop(k) for k in _EMBED_PARAMS if k in params}
-        return EmbedLRTrainer(make_embedder(cache_dir, model_path, **embed_kw), **params)
-    from connectors.models.finetune import FinetuneTrainer
 
-    return FinetuneTrainer(model_path, **params)
+def _make_ladder(
+    cache_dir: str | os.PathLike[str] | None,
+    model_path: str | os.PathLike[str] | None,
+    params: dict[str, Any],
+) -> Trainer:
+    """The ladder and its rungs' trainers; ``params[tfidf_lr|embed_lr|finetune]`` are mappings
+    of those trainers' settings (e.g. ``settings.embed_lr.model_dump()``)."""
+    from connectors.models.ladder import LadderTrainer
+
+    nested: dict[str, dict[str, Any]] = {}
+    for key, rung in _NESTED.items():
+        value = params.pop(key, None) or {}
+        if not isinstance(value, Mapping):
+            raise ConfigError(
+                f"expected the ladder's {key} settings as a mapping, found {type(value).__name__}.",
+                f"pass {key}={{...}} with {rung} settings.",
+            )
+        _check_params(rung, value, _PARAMS[rung])
+        nested[rung] = dict(value)
+    tfidf = make_trainer("tfidf-lr", cache_dir=cache_dir, **nested["tfidf-lr"])
+    embed_lr = make_trainer(
+        "embed-lr", cache_dir=cache_dir, model_path=model_path, **nested["embed-lr"]
+    )
+
+    def finetune() -> Trainer:
+        return make_trainer(
+            "finetune", cache_dir=cache_dir, model_path=model_path, **nested["finetune"]
+        )
+
+    if "rungs" in params:
+        params["rungs"] = tuple(params["rungs"])
+    return LadderTrainer(tfidf=tfidf, embed_lr=embed_lr, finetune=finetune, **params)  # type: ignore[arg-type]

@@ -59,3 +59,19 @@ def test_settings_errors_are_clear(tmp_path: Path) -> None:
         load_settings(bad)
     with pytest.raises(ConfigError, match="unknown_key: Extra inputs are not permitted"):
         load_settings(unknown_key=1)
+
+
+@pytest.mark.parametrize("model", ["embed-lr", "finetune", "tfidf-lr", "ladder"])
+def test_every_model_setting_builds_its_trainer(model: str, tmp_path: Path) -> None:
+    from loop.wiring import make_trainer
+
+    s = load_settings(model=model, cache_dir=tmp_path)
+    trainer = make_trainer(s)
+    assert trainer.name == model
+    cfg = trainer.config()
+    if model == "ladder":
+        assert cfg["margin"] == s.ladder.margin and list(cfg["rungs"]) == s.ladder.rungs
+    elif model == "tfidf-lr":
+        assert cfg["C"] == s.tfidf_lr.C
+    elif model == "embed-lr":
+        assert cfg["C"] == s.embed_lr.C
