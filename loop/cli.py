@@ -123,22 +123,30 @@ def data_ingest(
 ) -> None:
     """Ingest a built-in dataset as a project: train split unlabeled (the pool), test split
     with its labels (held out)."""
-    from loop.wiring import import_labels, load_dataset, open_store
+    from loop.wiring import open_store
 
     s = _settings(config, home)
-    with progress_bars() as prog:
-        ds = load_dataset(name, s, progress=prog)
     store = open_store(s)
     try:
-        _set_classes(store, list(ds.classes), s)
-        res = store.add_items(ds.items)
-        lab = store.add_labels(
-            import_labels({it.id: ds.gold[it.id] for it in ds.items if it.split == "test"})
-        )
+        _ingest_dataset(store, s, name, out.print)
     finally:
         store.close()
-    out.print(
-        f"{name}: {res.added} new items, {res.existing} already there; {lab.inserted} held-out labels added"
+
+
+def _ingest_dataset(store: Any, s: Settings, name: str, say: Callable[[str], Any]) -> None:
+    """A built-in dataset into the project (idempotent): the train split unlabeled (the pool),
+    the test split with its labels (held out)."""
+    from loop.wiring import import_labels, load_dataset
+
+    with progress_bars() as prog:
+        ds = load_dataset(name, s, progress=prog)
+    _set_classes(store, list(ds.classes), s)
+    res = store.add_items(ds.items)
+    lab = store.add_labels(
+        import_labels({it.id: ds.gold[it.id] for it in ds.items if it.split == "test"})
+    )
+    say(
+        f"dataset {ds.name}: {res.added} new items, {res.existing} already there; {lab.inserted} held-out labels added"
     )
 
 
@@ -227,7 +235,9 @@ def simulate(
     ] = [  # noqa: B006
         "margin"
     ],
-    model: Annotated[str, typer.Option(help="embed-lr | finetune | tfidf-lr | ladder")] = "embed-lr",
+    model: Annotated[
+        str, typer.Option(help="embed-lr | finetune | tfidf-lr | ladder")
+    ] = "embed-lr",
     initial: Annotated[int, typer.Option(help="cold-start labels")] = 50,
     step: Annotated[int, typer.Option(help="labels added per iteration")] = 50,
     budget: Annotated[int, typer.Option(help="total labels at the end")] = 500,
@@ -414,9 +424,7 @@ def run(
     from loop.runner import LoopRunner
     from loop.wiring import (
         build_controller,
-        import_labels,
         label_studio,
-        load_dataset,
         make_labelstudio_tool,
         open_store,
     )
@@ -427,13 +435,7 @@ def run(
     handle = None
     try:
         if dataset:
-            ds = load_dataset(dataset, s)
-            _set_classes(store, list(ds.classes), s)
-            res = store.add_items(ds.items)
-            store.add_labels(
-                import_labels({it.id: ds.gold[it.id] for it in ds.items if it.split == "test"})
-            )
-            say(f"dataset {ds.name}: {res.added} new items ({res.existing} already there)")
+            _ingest_dataset(store, s, dataset, say)
         from loop.wiring import project_classes
 
         classes = project_classes(s, store)
@@ -554,7 +556,7 @@ def serve(
     from loop.service.app import create_app
     from loop.service.core import LoopService
     from loop.service.server import ServiceServer
-    from loop.wiring import import_labels, label_studio, load_dataset, open_store
+    from loop.wiring import label_studio, open_store
 
     s = _settings(config, home)
     say = out.print
@@ -567,13 +569,7 @@ def serve(
     handle = service = server = None
     try:
         if dataset:
-            ds = load_dataset(dataset, s)
-            _set_classes(store, list(ds.classes), s)
-            res = store.add_items(ds.items)
-            store.add_labels(
-                import_labels({it.id: ds.gold[it.id] for it in ds.items if it.split == "test"})
-            )
-            say(f"dataset {ds.name}: {res.added} new items ({res.existing} already there)")
+            _ingest_dataset(store, s, dataset, say)
         handle = label_studio(s, say=say)
         service = LoopService.from_settings(s, store=store, handle=handle, say=say)
         # listen first: the webhook registered by start() must find the server
