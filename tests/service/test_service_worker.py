@@ -71,7 +71,13 @@ def test_the_lease_of_a_dead_process_on_this_machine_is_taken_over_at_once(
     env.store.begin_iteration({"strategy": "margin"})  # it died during this iteration
     t0 = time.monotonic()
     env.service.start()
-    wait_until(lambda: env.store.unfinished_iteration() is None, 10, "the resumed iteration")
+    # the iteration row is finished a moment before the job records its result: wait for both
+    wait_until(
+        lambda: env.store.unfinished_iteration() is None
+        and any("summary" in (j.get("result") or {}) for j in env.service.job_status()["recent"]),
+        10,
+        "the resumed iteration",
+    )
     assert time.monotonic() - t0 < 10  # not the 60 s of the lease
     (job,) = env.service.job_status()["recent"]
     assert job["reason"] == "resume iteration 1 at step begin"
