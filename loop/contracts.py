@@ -140,7 +140,9 @@ class Store(Protocol):
     def sync_labels(self, snapshot: LabelSnapshot) -> LabelWriteResult:
         """Make the active labels of ``snapshot.source`` on each of ``snapshot.item_ids`` exactly
         ``snapshot.labels``: insert or update those given (as ``add_labels``), withdraw the
-        others (counted in ``withdrawn``). One transaction; idempotent."""
+        others (counted in ``withdrawn``). Labels the store wrote at or after
+        ``snapshot.as_of`` are newer than the snapshot and are left as they are. One
+        transaction; idempotent."""
         ...
 
     def record_rejections(self, rejections: Iterable[LabelRejection]) -> int:

@@ -16,6 +16,7 @@ This module imports only numpy, ``strategies`` and the project's own contracts: 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -153,7 +154,10 @@ class Controller:
         key = "sync_cursor"
         raw = self.store.get_meta(key)
         since = datetime.fromisoformat(raw) if raw else None
+        started = self.clock()
         snapshot = self.tool.fetch_labels(since - SYNC_OVERLAP if since else None)
+        if snapshot.as_of is None:  # labels a webhook writes during the fetch must survive it
+            snapshot = dataclasses.replace(snapshot, as_of=started)
         result = self.store.sync_labels(snapshot)
         if snapshot.rejections:
             self.store.record_rejections(snapshot.rejections)

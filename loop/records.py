@@ -86,6 +86,10 @@ class LabelSnapshot:
     cursor: datetime | None = None
     # answers on those items that could not become labels (recorded, never trained on)
     rejections: tuple[LabelRejection, ...] = ()
+    # when the fetch behind the snapshot started (the store's clock): labels the store wrote at
+    # or after it (e.g. from a webhook during the fetch) are newer than the snapshot and are
+    # neither withdrawn nor overwritten by it. None: the snapshot is authoritative.
+    as_of: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,6 +148,7 @@ class _LabelState:
     withdrawn: bool
     created_at: datetime
     dirty: bool = False
+    updated_at: datetime | None = None  # when the store last wrote it (None: new in this batch)
 
 
 @dataclass(slots=True)
@@ -623,7 +624,8 @@ class SqlStore:
         if not scope:
             return LabelWriteResult()
         return self._write(
-            "sync labels", lambda conn: self._write_labels(conn, batch, (source, in_scope))
+            "sync labels",
+            lambda conn: self._write_labels(conn, batch, (source, in_scope), snapshot.as_of),
         )
 
     @staticmethod
@@ -650,6 +652,7 @@ class SqlStore:
         conn: Connection,
         batch: Sequence[Label],
         scope: tuple[str, set[str]] | None,
+        as_of: datetime | None = None,
     ) -> LabelWriteResult:
         """Apply ``batch`` in order (and, for a snapshot, withdraw the rest of ``scope``)."""
         lab = m.labels
@@ -669,6 +672,7 @@ class SqlStore:
                     annotator=row.annotator,
                     withdrawn=bool(row.withdrawn),
                     created_at=row.created_at,
+                    updated_at=row.updated_at,
                 )
         now = _now()
         inserted = updated = unchanged = withdrawn = 0
@@ -698,6 +702,9 @@ class SqlStore:
                 inserted += 1
                 events.append((key, "insert", label.value, label.skipped))
                 continue
+            if as_of is not None and cur.updated_at is not None and cur.updated_at >= as_of:
+                unchanged += 1  # written after the snapshot was taken (a webhook): keep the newer
+                continue
             same = (
                 not cur.withdrawn
                 and cur.value == label.value
@@ -722,6 +729,8 @@ class SqlStore:
             given = {(label.source, label.annotation_id, label.item_id) for label in batch}
             for key, cur in sorted(state.items()):
                 if key[0] == source and key[2] in in_scope and key not in given:
+                    if as_of is not None and cur.updated_at is not None and cur.updated_at >= as_of:
+                        continue  # written after the snapshot was taken: not missing from it
                     if not cur.withdrawn:
                         cur.withdrawn, cur.dirty = True, True
                         withdrawn += 1

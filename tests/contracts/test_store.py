@@ -547,6 +547,30 @@ def test_sync_labels_inserts_updates_withdraws_and_is_idempotent(store: SqlStore
     assert store.sync_labels(third) == LabelWriteResult()
 
 
+def test_a_snapshot_never_undoes_labels_written_after_it_was_taken(store: SqlStore) -> None:
+    """A poll's fetch starts, a webhook writes a label, the poll's snapshot (which could not see
+    it) is ingested: the newer label is neither withdrawn nor overwritten."""
+    store.add_items(items_("a", "b"))
+    store.add_labels([lab("a", "pos", "1", source="ls")])
+    as_of = datetime.now(UTC)
+    time.sleep(0.01)
+    store.add_labels(
+        [lab("b", "neg", "2", source="ls"), lab("a", "neg", "1", source="ls")]
+    )  # webhooks
+    stale = LabelSnapshot(
+        source="ls", item_ids=("a", "b"), labels=(lab("a", "pos", "1"),), as_of=as_of
+    )
+    assert store.sync_labels(stale) == LabelWriteResult(unchanged=1)
+    active = {(x.annotation_id, x.item_id): x.value for x in store.labels()}
+    assert active == {("1", "a"): "neg", ("2", "b"): "neg"}
+    # a later snapshot (taken after those writes) is authoritative again
+    fresh = LabelSnapshot(
+        source="ls", item_ids=("a", "b"), labels=(lab("a", "pos", "1"),), as_of=datetime.now(UTC)
+    )
+    assert store.sync_labels(fresh) == LabelWriteResult(updated=1, withdrawn=1)
+    assert {(x.annotation_id, x.item_id): x.value for x in store.labels()} == {("1", "a"): "pos"}
+
+
 def test_sync_labels_rejects_foreign_labels_and_unknown_items(store: SqlStore) -> None:
     store.add_items(items_("a", "b"))
     store.add_labels([lab("a", "pos", "1")])
