@@ -251,3 +251,15 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
             "the saved model is damaged: retrain or restore it from a backup.",
         )
     return data
+
+
+def verified(clf: Any, meta: dict[str, Any], path: Path) -> Any:
+    """``clf`` if its recomputed version equals the one saved in ``meta``, else ModelError:
+    the files changed after saving."""
+    if clf.version != meta.get("version"):
+        raise ModelError(
+            f"expected the model in {path} to have version {meta.get('version')}, found "
+            f"{clf.version}: the files were changed after saving.",
+            "retrain or restore the model folder from a backup.",
+        )
+    return clf

@@ -32,6 +32,7 @@ from connectors.models._common import (
     read_json,
     resolve_model_path,
     seed_everything,
+    verified,
     write_json,
 )
 from loop.errors import ModelError
@@ -466,10 +467,4 @@ class FinetuneTrainer:
             config=meta.get("config", {}),
             info=meta.get("info", {}),
         )
-        if clf.version != meta.get("version"):
-            raise ModelError(
-                f"expected the model in {path} to have version {meta.get('version')}, found "
-                f"{clf.version}: the weights changed after saving.",
-                "retrain or restore the model folder from a backup.",
-            )
-        return clf
+        return verified(clf, meta, path)

@@ -47,6 +47,7 @@ from connectors.models._common import (
     check_training_input,
     read_json,
     short_hash,
+    verified,
     write_json,
 )
 from connectors.models.embed_lr import EmbedLRTrainer
@@ -505,13 +506,7 @@ class LadderTrainer:
                 "retrain or restore the model folder from a backup.",
             )
         clf = LadderClassifier(inner, rung, meta.get("info", {}))
-        if clf.version != meta.get("version"):
-            raise ModelError(
-                f"expected the ladder model in {path} to have version {meta.get('version')}, "
-                f"found {clf.version}.",
-                "retrain or restore the model folder from a backup.",
-            )
-        return clf
+        return verified(clf, meta, path)
 
 
 def choose_rung(

@@ -32,6 +32,7 @@ from connectors.models._common import (
     expand_columns,
     read_json,
     short_hash,
+    verified,
     write_json,
 )
 from loop.errors import ModelError
@@ -460,13 +461,7 @@ class TfidfLRTrainer:
             config=meta.get("config", {}),
             info=meta.get("info", {}),
         )
-        if clf.version != meta.get("version"):
-            raise ModelError(
-                f"expected the model in {path} to have version {meta.get('version')}, found "
-                f"{clf.version}: the files were changed after saving.",
-                "retrain or restore the model folder from a backup.",
-            )
-        return clf
+        return verified(clf, meta, path)
 
 
 def read_json_list(path: Path) -> list[str]:
