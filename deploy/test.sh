@@ -7,4 +7,5 @@ bash deploy/setup.sh
 VENV="${ALLOOP_VENV:-.venv}"
 export ALLOOP_CACHE_DIR="${ALLOOP_CACHE_DIR:-$PWD/.alloop/cache}"
 "$VENV/bin/ruff" check loop connectors strategies tests bench
+"$VENV/bin/mypy" loop connectors strategies
 "$VENV/bin/python" -m pytest -q "$@"

@@ -58,8 +58,12 @@ class RichProgress:
     @contextmanager
     def task(self, description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
         tid = self._p.add_task(description, total=total)
+
+        def advance(n: int = 1) -> None:
+            self._p.advance(tid, n)
+
         try:
-            yield lambda n=1: self._p.advance(tid, n)
+            yield advance
         finally:
             self._p.remove_task(tid)
 

@@ -452,7 +452,7 @@ class AnnotatorBot:
 
     def _task(self, task_id: int) -> dict[str, Any]:
         with self._call(f"reading task {task_id}"):
-            return _as_dict(self.client.tasks.get(id=task_id))
+            return _as_dict(self.client.tasks.get(id=str(task_id)))
 
     # -- helpers for tests and demos -------------------------------------------------------
     def find_task(self, item_id: str) -> dict[str, Any]:

@@ -1332,7 +1332,7 @@ class SqlStore:
                 renewed_at=now,
             )
             still_ours = sa.and_(ls.c.holder == holder, ls.c.expires_at > now)
-            stmt = stmt.on_conflict_do_update(
+            upsert = stmt.on_conflict_do_update(
                 index_elements=[ls.c.name],
                 set_={
                     "holder": stmt.excluded.holder,
@@ -1345,7 +1345,7 @@ class SqlStore:
                 where=sa.or_(ls.c.holder == holder, ls.c.expires_at <= now),
             ).returning(ls.c.name)
             # a row comes back only when it was inserted or the conflict update applied
-            return conn.execute(stmt).first() is not None
+            return conn.execute(upsert).first() is not None
 
         return self._write("acquire a lease", work)
 
