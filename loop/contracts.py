@@ -91,7 +91,9 @@ class LabelingTool(Protocol):
 
     def fetch_labels(self, since: datetime | None) -> LabelSnapshot:
         """The full current labels of every item whose labels changed after ``since`` (all
-        items with labels when None). Ingest with ``Store.sync_labels``."""
+        items with labels when None). ``since`` is the ``cursor`` of an earlier snapshot, in the
+        tool's own clock; the tool re-reads whatever margin that clock needs (ingestion is
+        idempotent). Ingest with ``Store.sync_labels``."""
         ...
 
 

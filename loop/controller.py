@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,6 @@ from loop.metrics import accuracy, macro_f1
 from loop.progress import SILENT, Progress
 from loop.records import LabelRequest, LabelWriteResult, ModelVersion, Query
 
-SYNC_OVERLAP = timedelta(seconds=5)  # re-read a little of the last window: ingestion is idempotent
 MIN_EVAL_FOR_PROMOTION = 20  # labeled eval items needed before promotion compares on them
 
 
@@ -155,7 +154,8 @@ class Controller:
         raw = self.store.get_meta(key)
         since = datetime.fromisoformat(raw) if raw else None
         started = self.clock()
-        snapshot = self.tool.fetch_labels(since - SYNC_OVERLAP if since else None)
+        # the tool re-reads whatever margin its own clock needs (Label Studio's: 5 s)
+        snapshot = self.tool.fetch_labels(since)
         if snapshot.as_of is None:  # labels a webhook writes during the fetch must survive it
             snapshot = dataclasses.replace(snapshot, as_of=started)
         result = self.store.sync_labels(snapshot)
