@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +40,7 @@ from connectors.labelstudio.tool import (
     _TransientError,
     parse_label_config,
     sdk_client,
+    walk_tasks,
 )
 from loop.errors import ConfigError, DataError, LabelingToolError
 
@@ -294,20 +294,8 @@ class AnnotatorBot:
 
     def _tasks(self, filters: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Tasks matching ``filters`` with their annotations, walked by ``id > last``."""
-        last_id = 0
-        while True:
-            items = [
-                *filters,
-                {
-                    "filter": "filter:tasks:id",
-                    "operator": "greater",
-                    "type": "Number",
-                    "value": last_id,
-                },
-            ]
-            query = json.dumps(
-                {"filters": {"conjunction": "and", "items": items}, "ordering": ["tasks:id"]}
-            )
+
+        def page(query: str, last_id: int) -> list[dict[str, Any]]:
             with self._call(f"listing tasks of project {self.project_id} after id {last_id}"):
                 pager: Any = self.client.tasks.list(
                     project=self.project_id,
@@ -316,11 +304,9 @@ class AnnotatorBot:
                     page_size=self.page_size,
                     query=query,
                 )
-                tasks = [_as_dict(t) for t in (pager.items or [])]
-            yield from tasks
-            if len(tasks) < self.page_size:
-                return
-            last_id = max(int(t["id"]) for t in tasks)
+                return [_as_dict(t) for t in (pager.items or [])]
+
+        return walk_tasks(filters, self.page_size, page)
 
     def _item_of(self, task: Mapping[str, Any]) -> str:
         data = task.get("data")

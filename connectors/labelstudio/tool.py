@@ -419,6 +419,35 @@ def sdk_client(
     return LabelStudio(**kwargs)
 
 
+def walk_tasks(
+    filters: list[dict[str, Any]],
+    page_size: int,
+    page: Callable[[str, int], list[dict[str, Any]]],
+) -> Iterator[dict[str, Any]]:
+    """Every task matching ``filters``, ordered by id, one ``page(query, last_id)`` call per
+    page of ``page_size`` walked by ``id > last`` (the SDK's own pager ends in a 404 past the
+    last page)."""
+    last_id = 0
+    while True:
+        items = [
+            *filters,
+            {
+                "filter": "filter:tasks:id",
+                "operator": "greater",
+                "type": "Number",
+                "value": last_id,
+            },
+        ]
+        query = json.dumps(
+            {"filters": {"conjunction": "and", "items": items}, "ordering": ["tasks:id"]}
+        )
+        tasks = page(query, last_id)
+        yield from tasks
+        if len(tasks) < page_size:
+            return
+        last_id = max(int(t["id"]) for t in tasks)
+
+
 class LabelStudioTool:
     """``LabelingTool`` over one Label Studio project (found or created by title).
 
@@ -656,7 +685,9 @@ class LabelStudioTool:
         want = dict(headers or {})
         for hook in hooks or []:
             if getattr(hook, "url", None) == url and getattr(hook, "project", None) == pid:
-                if (getattr(hook, "headers", None) or {}) != want or not getattr(hook, "is_active", True):
+                if (getattr(hook, "headers", None) or {}) != want or not getattr(
+                    hook, "is_active", True
+                ):
                     # a changed secret must reach Label Studio, else every event gets 401
                     self._api(
                         f"updating webhook {hook.id} of project {pid}",
@@ -998,20 +1029,8 @@ class LabelStudioTool:
         self, pid: int, filters: list[dict[str, Any]], *, fields: str, what: str
     ) -> Iterator[Mapping[str, Any]]:
         """All tasks matching ``filters``, ordered by id, walked by ``id > last`` pages."""
-        last_id = 0
-        while True:
-            items = [
-                *filters,
-                {
-                    "filter": "filter:tasks:id",
-                    "operator": "greater",
-                    "type": "Number",
-                    "value": last_id,
-                },
-            ]
-            query = json.dumps(
-                {"filters": {"conjunction": "and", "items": items}, "ordering": ["tasks:id"]}
-            )
+
+        def page(query: str, last_id: int) -> list[dict[str, Any]]:
             pager: Any = self._api(
                 f"{what} (tasks of project {pid} after id {last_id})",
                 self.client.tasks.list,
@@ -1021,11 +1040,9 @@ class LabelStudioTool:
                 page_size=self.page_size,
                 query=query,
             )
-            tasks = [_as_dict(t) for t in (pager.items or [])]
-            yield from tasks
-            if len(tasks) < self.page_size:
-                return
-            last_id = max(int(t["id"]) for t in tasks)
+            return [_as_dict(t) for t in (pager.items or [])]
+
+        return walk_tasks(filters, self.page_size, page)
 
 
 # --------------------------------------------------------------------------------------------
