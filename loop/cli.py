@@ -295,6 +295,8 @@ def simulate(
         seeds=seeds,
         cold_start=cold_start,
         full_reference=full_reference,
+        tune=s.finetune.tune if s.model == "finetune" else "off",
+        tune_budget_s=s.finetune.tune_budget_s,
     )
     work = out_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -830,7 +832,7 @@ def models_list(config: ConfigOpt = None, home: HomeOpt = None) -> None:
     try:
         ctrl = _controller_for(s, store, with_tool=False)
         current = ctrl.current_model()
-        t = Table("", "model", "labels", "status", "test acc", "eval acc", "promotion")
+        t = Table("", "model", "labels", "status", "test acc", "eval acc", "training", "promotion")
         for m in store.model_versions():
             mt = m.metrics
             t.add_row(
@@ -840,11 +842,57 @@ def models_list(config: ConfigOpt = None, home: HomeOpt = None) -> None:
                 m.status,
                 _fmt(mt.get("test_accuracy")),
                 _fmt(mt.get("eval_accuracy")),
+                training_note(m.config),
                 str(mt.get("promotion", {}).get("reason", "")),
             )
         out.print(t)
     finally:
         store.close()
+
+
+def training_note(config: dict[str, Any]) -> str:
+    """One line on how a version was trained: start, epochs, early stop, tuning."""
+    parts: list[str] = []
+    training = config.get("training") or {}
+    if config.get("warm_start_from"):
+        parts.append(f"warm from {config['warm_start_from']}")
+    elif training.get("start") in ("checkpoint", "adapted"):
+        parts.append(f"from {training['start']}")
+    if "best_epoch" in training and "epochs" in config:
+        ran = training.get("curve", [{}])[-1].get("epoch", config["epochs"])
+        note = f"epoch {training['best_epoch']}/{ran}"
+        if training.get("stopped_early"):
+            note += f" (stopped early of {config['epochs']})"
+        parts.append(note)
+    tuning = config.get("tuning") or {}
+    if tuning.get("source") == "searched":
+        parts.append(f"tuned ({len(tuning.get('search', {}).get('trials', []))} trials)")
+    elif tuning.get("source") == "reused":
+        parts.append(f"tuning of {tuning.get('from')}")
+    if (config.get("training") or {}).get("chosen"):
+        parts.append(f"rung {training['chosen']}")
+    return ", ".join(parts) or "-"
+
+
+@models_app.command("show")
+def models_show(
+    version: Annotated[str, typer.Argument(help="model version id")],
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Everything recorded with VERSION as JSON: metrics, promotion decision, training
+    configuration (tuned settings and search trials), validation curve, chosen epoch."""
+    from dataclasses import asdict
+
+    from loop.wiring import open_store
+
+    s = _settings(config, home)
+    store = open_store(s)
+    try:
+        mv = store.get_model_version(version)
+    finally:
+        store.close()
+    out.print_json(json.dumps(asdict(mv), default=str))
 
 
 @models_app.command("promote")

@@ -35,6 +35,9 @@ from loop.progress import SILENT, Progress
 from loop.records import LabelRequest, LabelWriteResult, ModelVersion, Query
 
 MIN_EVAL_FOR_PROMOTION = 20  # labeled eval items needed before promotion compares on them
+# off: the trainer's settings; nightly: the nightly retrain searches, other retrains reuse the
+# last searched configuration (searching when there is none yet); always: every retrain searches
+TUNE_MODES = ("off", "nightly", "always")
 
 
 def _newer(a: ModelVersion, b: ModelVersion) -> bool:
@@ -103,6 +106,8 @@ class Controller:
         eval_sample_size: int = 0,
         promotion: str = "always",
         promotion_tolerance: float = 0.0,
+        tune: str = "off",
+        tune_budget_s: float = 600.0,
         embedder: Embedder | None = None,
         seed: int = 0,
         progress: Progress = SILENT,
@@ -117,6 +122,10 @@ class Controller:
             raise ConfigError(
                 f"cold_start must be 'random' or 'diverse', got {cold_start!r}.",
                 "pick one of the two.",
+            )
+        if tune not in TUNE_MODES:
+            raise ConfigError(
+                f"tune must be one of {list(TUNE_MODES)}, got {tune!r}.", "pick one of them."
             )
         if cold_start == "diverse" and embedder is None:
             raise ConfigError(
@@ -139,6 +148,8 @@ class Controller:
         self.eval_sample_size = eval_sample_size
         self.promotion = promotion
         self.promotion_tolerance = promotion_tolerance
+        self.tune = tune
+        self.tune_budget_s = tune_budget_s
         self.embedder = embedder
         self.seed = seed
         self.progress = progress
@@ -241,21 +252,103 @@ class Controller:
             f"{changes} label changes since {current.id}, below the threshold {self.min_new_labels}",
         )
 
-    def train(self, iteration: int | None, rule: str | None = None) -> ModelVersion:
+    def _last_tuning(self) -> tuple[str, dict[str, Any]] | None:
+        """(version id, params) of the newest model version trained with searched settings."""
+        for mv in reversed(self.store.model_versions()):
+            tuning = (mv.config or {}).get("tuning") or {}
+            if tuning.get("source") == "searched" and tuning.get("params"):
+                return mv.id, dict(tuning["params"])
+        return None
+
+    def _trainer_for(
+        self, texts: list[str], labels: list[str], seed: int, retune: bool
+    ) -> tuple[Trainer, dict[str, Any] | None]:
+        """The trainer for this training, with the tuned settings (searched now or reused),
+        and the record of that decision (None when tuning is off or not supported)."""
+        trainer = self.trainer
+        tune = getattr(trainer, "tune", None)
+        if self.tune == "off" or tune is None:
+            return trainer, None
+        last = self._last_tuning()
+        if self.tune == "always" or retune or last is None:
+            result = tune(
+                texts,
+                labels,
+                classes=self.classes,
+                seed=seed,
+                budget_s=self.tune_budget_s,
+                progress=self.progress,
+            )
+            if result.get("reason") is None:
+                record = {
+                    "source": "searched",
+                    "mode": self.tune,
+                    "params": result["params"],
+                    "search": result,
+                }
+                return trainer.with_params(**result["params"]), record  # type: ignore[attr-defined]
+            if last is None:
+                return trainer, {"source": "default", "mode": self.tune, "reason": result["reason"]}
+            why = f"search not run ({result['reason']}); reused {last[0]}"
+        else:
+            why = f"reused the configuration searched for {last[0]}"
+        record = {
+            "source": "reused",
+            "mode": self.tune,
+            "from": last[0],
+            "params": last[1],
+            "reason": why,
+        }
+        return trainer.with_params(**last[1]), record  # type: ignore[attr-defined]
+
+    def train(
+        self, iteration: int | None, rule: str | None = None, *, retune: bool = False
+    ) -> ModelVersion:
         """Train on the current training set, evaluate on the test and eval splits, decide
         promotion (``rule``: ``always`` or ``not-worse`` than the current model on the same
         held-out data; default the controller's ``promotion``), save and record the model
-        version with the decision and its numbers (moving ``iteration`` to step ``trained``)."""
+        version with the decision and its numbers (moving ``iteration`` to step ``trained``).
+
+        Before training: the trainer's domain adaptation (``prepare``) on the training-split
+        texts when it has one, and the tuning decision (``retune``: search now, as the nightly
+        retrain does). A warm-starting trainer gets the current model's folder."""
         revision = self.store.label_revision()
         ts = self.store.training_set()
+        seed = self.seed + (iteration or 0)
         t0 = time.perf_counter()
-        clf = self.trainer.train(
-            list(ts.texts),
-            list(ts.labels),
+        extra: dict[str, Any] = {}
+        prepare = getattr(self.trainer, "prepare", None)
+        if prepare is not None:
+            adapted = prepare([it.text for it in self.store.items("train")], progress=self.progress)
+            if adapted is not None:
+                extra["adaptation"] = {k: v for k, v in adapted.items() if k != "path"}
+        texts, labels = list(ts.texts), list(ts.labels)
+        trainer, tuning = self._trainer_for(texts, labels, seed, retune)
+        if tuning is not None:
+            extra["tuning"] = tuning
+        kwargs: dict[str, Any] = {}
+        current = self.current_model()
+        if getattr(trainer, "warm_start", False):
+            if (
+                current is not None
+                and current.trainer == trainer.name
+                and Path(current.path).is_dir()
+            ):
+                kwargs["previous"] = Path(current.path)
+                extra["warm_start_from"] = current.id
+            else:
+                extra["warm_start_from"] = None
+        t1 = time.perf_counter()
+        clf = trainer.train(
+            texts,
+            labels,
             classes=self.classes,
-            seed=self.seed + (iteration or 0),
+            seed=seed,
             progress=self.progress,
+            **kwargs,
         )
+        if "tuning" in extra or "adaptation" in extra:
+            extra["fit_seconds"] = round(time.perf_counter() - t1, 3)
         train_s = time.perf_counter() - t0
         number = len(self.store.model_versions()) + 1
         version_id = f"v{number:04d}-{clf.version[:8]}"
@@ -282,9 +375,10 @@ class Controller:
             label_revision=revision,
             metrics=metrics,
             config={
-                **self.trainer.config(),
-                "seed": self.seed + (iteration or 0),
+                **trainer.config(),
+                "seed": seed,
                 "training": dict(getattr(clf, "info", {}) or {}),
+                **extra,
             },
             iteration=iteration,
             status="promoted" if decision["promoted"] else "rejected",
@@ -348,12 +442,13 @@ class Controller:
         need, why = self.needs_training(force=True)
         if not need:
             return {"trained": False, "reason": why}
-        mv = self.train(None, rule="not-worse")
+        mv = self.train(None, rule="not-worse", retune=True)
         report: dict[str, Any] = {
             "trained": True,
             "model_version": mv.id,
             "status": mv.status,
             "promotion": dict(mv.metrics["promotion"]),
+            "tuning": (mv.config.get("tuning") or {}).get("source"),
             "refreshed": 0,
         }
         refresh = getattr(self.tool, "refresh_predictions", None)

@@ -72,6 +72,42 @@ class FinetuneSettings(BaseModel):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_length: int = Field(128, ge=8, le=512)
     validation_fraction: float = Field(0.1, ge=0, lt=0.5)
+    patience: int | None = Field(
+        None,
+        ge=1,
+        description="early stopping: evaluations without a lower validation loss before stopping; "
+        "None = run all epochs (the best evaluation's weights are restored either way)",
+    )
+    eval_every_steps: int = Field(
+        0, ge=0, description="validate every N optimizer steps; 0 = after every epoch"
+    )
+    init: Literal["base", "previous"] = Field(
+        "base",
+        description="start each retrain from the base encoder (or checkpoint), or from the "
+        "previous iteration's model (warm start)",
+    )
+    checkpoint: Path | None = Field(
+        None,
+        description="a model folder fine-tuned on a related task to start from (sequential "
+        "fine-tuning), e.g. <home>/models/<version> of another project; default the encoder",
+    )
+    adapt_epochs: int = Field(
+        0,
+        ge=0,
+        description="masked-language-model epochs on the pool's texts before fine-tuning "
+        "(domain adaptation, built once per pool); 0 = off",
+    )
+    adapt_max_texts: int = Field(20000, ge=100, description="texts per adaptation epoch, at most")
+    tune: Literal["off", "nightly", "always"] = Field(
+        "off",
+        description="hyper-parameter search: nightly = the nightly retrain searches and other "
+        "retrains reuse the last result; always = every retrain searches",
+    )
+    tune_budget_s: float = Field(600.0, gt=0, description="time budget of one search")
+
+    def trainer_params(self) -> dict[str, Any]:
+        """The settings the trainer takes (tuning is the controller's)."""
+        return self.model_dump(exclude={"tune", "tune_budget_s"})
 
 
 class LabelStudioSettings(BaseModel):

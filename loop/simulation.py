@@ -32,6 +32,9 @@ class SimulationConfig:
     seeds: int
     cold_start: str = "random"
     full_reference: bool = True
+    # the controller's hyper-parameter search (see Controller): off | nightly | always
+    tune: str = "off"
+    tune_budget_s: float = 600.0
 
     def validate(self, pool_size: int) -> None:
         if self.initial < 2:
@@ -135,6 +138,8 @@ def run_simulation(
                         initial_batch_size=config.initial,
                         min_new_labels=1,
                         cold_start=config.cold_start,
+                        tune=config.tune,
+                        tune_budget_s=config.tune_budget_s,
                         embedder=embedder,
                         seed=seed,
                     )
@@ -195,6 +200,7 @@ def run_simulation(
             "budget": config.budget,
             "seeds": config.seeds,
             "cold_start": config.cold_start,
+            "tune": config.tune,
         },
         "full_data_accuracy": full,
         "strategies": {},

@@ -31,9 +31,9 @@ def trainer_params(settings: Settings) -> dict[str, Any]:
             **settings.ladder.model_dump(),
             "tfidf_lr": settings.tfidf_lr.model_dump(),
             "embed_lr": settings.embed_lr.model_dump(),
-            "finetune": settings.finetune.model_dump(),
+            "finetune": settings.finetune.trainer_params(),
         }
-    return settings.finetune.model_dump()
+    return settings.finetune.trainer_params()
 
 
 def make_trainer(settings: Settings) -> Trainer:
@@ -176,6 +176,8 @@ def build_controller(
         eval_sample_size=settings.eval_sample_size,
         promotion=settings.promotion,
         promotion_tolerance=settings.promotion_tolerance,
+        tune=settings.finetune.tune if settings.model == "finetune" else "off",
+        tune_budget_s=settings.finetune.tune_budget_s,
         embedder=embedder,
         seed=settings.seed,
         progress=progress,

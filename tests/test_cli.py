@@ -48,6 +48,7 @@ def test_help_on_every_command(home: Path) -> None:
         ["curve"],
         ["models"],
         ["models", "promote"],
+        ["models", "show"],
         ["config"],
     ):
         r = alloop(*cmd, "--help", home=home)
@@ -100,3 +101,53 @@ def test_errors_are_one_line_not_tracebacks(tmp_path: Path, home: Path) -> None:
     assert r.returncode == 2 and "Traceback" not in r.stderr and "margin" in r.stderr
     r = alloop("status", home=home, env={"ALLOOP_BATCH_SIZE": "-1"})
     assert r.returncode == 2 and "batch_size" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_models_list_and_show_say_how_a_version_was_trained(home: Path) -> None:
+    from datetime import UTC, datetime
+
+    from connectors.store import SqlStore
+    from loop.records import ModelVersion
+
+    home.mkdir(parents=True)
+    config = {
+        "trainer": "finetune",
+        "epochs": 10,
+        "warm_start_from": "v0001-aaaa",
+        "training": {
+            "best_epoch": 3,
+            "stopped_early": True,
+            "curve": [{"epoch": e, "val_loss": 1.0 / e} for e in range(1, 6)],
+        },
+        "tuning": {"source": "reused", "from": "v0001-aaaa", "params": {"learning_rate": 1e-4}},
+    }
+    store = SqlStore.open(f"sqlite:///{home / 'alloop.db'}")
+    try:
+        store.add_model_version(
+            ModelVersion(
+                id="v0002-bbbb",
+                trainer="finetune",
+                path=str(home / "models" / "v0002-bbbb"),
+                classes=("neg", "pos"),
+                n_labels=40,
+                label_revision=40,
+                metrics={"test_accuracy": 0.8, "promotion": {"reason": "rule always"}},
+                config=config,
+                iteration=None,
+                status="promoted",
+                created_at=datetime.now(UTC),
+            )
+        )
+    finally:
+        store.close()
+    env = {"ALLOOP_CLASSES": '["neg","pos"]', "ALLOOP_COLD_START": "random"}
+    r = alloop("models", "list", home=home, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "warm from v0001-aaaa, epoch 3/5 (stopped early of 10), tuning of v0001-aaaa" in r.stdout
+    r = alloop("models", "show", "v0002-bbbb", home=home, env=env)
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert shown["config"]["training"]["curve"][2] == {"epoch": 3, "val_loss": 1 / 3}
+    assert shown["config"]["tuning"]["params"] == {"learning_rate": 1e-4}
+    r = alloop("models", "show", "v9999", home=home, env=env)
+    assert r.returncode != 0 and "v9999" in r.stderr and "Traceback" not in r.stderr

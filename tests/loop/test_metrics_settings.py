@@ -75,3 +75,53 @@ def test_every_model_setting_builds_its_trainer(model: str, tmp_path: Path) -> N
         assert cfg["C"] == s.tfidf_lr.C
     elif model == "embed-lr":
         assert cfg["C"] == s.embed_lr.C
+
+
+def test_finetune_small_data_settings_reach_the_trainer_and_the_controller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connectors.store import SqlStore
+    from loop.oracle import OracleTool
+    from loop.wiring import build_controller, make_trainer
+
+    monkeypatch.setenv("ALLOOP_FINETUNE__PATIENCE", "2")
+    monkeypatch.setenv("ALLOOP_FINETUNE__TUNE", "nightly")
+    s = load_settings(
+        model="finetune",
+        home=tmp_path,
+        finetune={"epochs": 9, "init": "previous", "adapt_epochs": 1, "tune_budget_s": 30},
+    )
+    assert s.finetune.patience == 2 and s.finetune.tune == "nightly"
+    assert "tune" not in s.finetune.trainer_params()
+    trainer = make_trainer(s)
+    cfg = trainer.config()
+    assert (cfg["epochs"], cfg["patience"], cfg["init"], cfg["adapt_epochs"]) == (
+        9,
+        2,
+        "previous",
+        1,
+    )
+    assert trainer.adapt_dir == s.cache / "adapted"  # type: ignore[attr-defined]
+    store = SqlStore.open(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        ctrl = build_controller(s, store, OracleTool({}), ["a", "b"])
+        assert (ctrl.tune, ctrl.tune_budget_s) == ("nightly", 30.0)
+        # tuning belongs to finetune: another model keeps it off
+        other = build_controller(
+            load_settings(model="tfidf-lr", home=tmp_path, finetune={"tune": "always"}),
+            store,
+            OracleTool({}),
+            ["a", "b"],
+        )
+        assert other.tune == "off"
+    finally:
+        store.close()
+
+
+def test_finetune_small_data_settings_errors_are_clear() -> None:
+    with pytest.raises(ConfigError, match="finetune.init"):
+        load_settings(finetune={"init": "latest"})
+    with pytest.raises(ConfigError, match="finetune.tune"):
+        load_settings(finetune={"tune": "weekly"})
+    with pytest.raises(ConfigError, match="finetune.patience"):
+        load_settings(finetune={"patience": 0})
