@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -850,7 +850,7 @@ def models_list(config: ConfigOpt = None, home: HomeOpt = None) -> None:
         store.close()
 
 
-def training_note(config: dict[str, Any]) -> str:
+def training_note(config: Mapping[str, Any]) -> str:
     """One line on how a version was trained: start, epochs, early stop, tuning."""
     parts: list[str] = []
     training = config.get("training") or {}
