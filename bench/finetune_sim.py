@@ -163,7 +163,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 wall = time.perf_counter() - t0
                 s = summary["strategies"]["random"]
                 mvs = [mv for db in sorted(work.glob("*.db")) for mv in versions_of(db)]
-                secs = [float(mv.metrics["train_seconds"]) for mv in mvs]
+                # the cost of a retrain: fit + search + adaptation
+                secs = [
+                    sum(
+                        float(mv.metrics.get(k, 0.0))
+                        for k in ("train_seconds", "tune_seconds", "prepare_seconds")
+                    )
+                    for mv in mvs
+                ]
                 training = [mv.config.get("training", {}) for mv in mvs]
                 tuned = [
                     mv.config["tuning"]

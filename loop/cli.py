@@ -859,7 +859,7 @@ def training_note(config: Mapping[str, Any]) -> str:
     elif training.get("start") in ("checkpoint", "adapted"):
         parts.append(f"from {training['start']}")
     if "best_epoch" in training and "epochs" in config:
-        ran = training.get("curve", [{}])[-1].get("epoch", config["epochs"])
+        ran = (training.get("curve") or [{}])[-1].get("epoch", config["epochs"])
         note = f"epoch {training['best_epoch']}/{ran}"
         if training.get("stopped_early"):
             note += f" (stopped early of {config['epochs']})"

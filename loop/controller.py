@@ -40,6 +40,15 @@ MIN_EVAL_FOR_PROMOTION = 20  # labeled eval items needed before promotion compar
 TUNE_MODES = ("off", "nightly", "always")
 
 
+def _same_start(recorded: Any, now: Any) -> bool:
+    """Whether a model version's training config and a trainer's config start from the same
+    encoder and checkpoint (fingerprints; a key missing on either side is not compared)."""
+    for key in ("base_fingerprint", "checkpoint_fingerprint"):
+        if key in recorded and key in now and recorded[key] != now[key]:
+            return False
+    return True
+
+
 def _newer(a: ModelVersion, b: ModelVersion) -> bool:
     """Version ids start with a sequence number (v0001-...), so they order by age."""
     return a.id > b.id
@@ -252,12 +261,21 @@ class Controller:
             f"{changes} label changes since {current.id}, below the threshold {self.min_new_labels}",
         )
 
-    def _last_tuning(self) -> tuple[str, dict[str, Any]] | None:
-        """(version id, params) of the newest model version trained with searched settings."""
+    def _last_tuning(self, trainer: Trainer) -> tuple[str, dict[str, Any]] | None:
+        """(version id, params) of the newest model version trained with settings searched
+        for the current set-up: the same start model and, for the searched settings, the same
+        values in the settings now as then (a changed setting invalidates the old search)."""
+        params = getattr(trainer, "params", None)
+        now = params() if params is not None else {}
+        cfg = trainer.config()
         for mv in reversed(self.store.model_versions()):
             tuning = (mv.config or {}).get("tuning") or {}
-            if tuning.get("source") == "searched" and tuning.get("params"):
+            if tuning.get("source") != "searched" or not tuning.get("params"):
+                continue
+            default = (tuning.get("search") or {}).get("default") or {}
+            if _same_start(mv.config, cfg) and all(now.get(k) == v for k, v in default.items()):
                 return mv.id, dict(tuning["params"])
+            return None  # the newest search was for another set-up: search again
         return None
 
     def _trainer_for(
@@ -269,7 +287,7 @@ class Controller:
         tune = getattr(trainer, "tune", None)
         if self.tune == "off" or tune is None:
             return trainer, None
-        last = self._last_tuning()
+        last = self._last_tuning(trainer)
         if self.tune == "always" or retune or last is None:
             result = tune(
                 texts,
@@ -315,30 +333,33 @@ class Controller:
         revision = self.store.label_revision()
         ts = self.store.training_set()
         seed = self.seed + (iteration or 0)
-        t0 = time.perf_counter()
         extra: dict[str, Any] = {}
+        timing: dict[str, float] = {}
+        kwargs: dict[str, Any] = {}
+        if getattr(self.trainer, "warm_start", False):
+            current = self.current_model()
+            if (
+                current is not None
+                and current.trainer == self.trainer.name
+                and Path(current.path).is_dir()
+                and _same_start(current.config, self.trainer.config())
+            ):
+                kwargs["previous"] = Path(current.path)
+            extra["warm_start_from"] = current.id if kwargs else None
         prepare = getattr(self.trainer, "prepare", None)
-        if prepare is not None:
+        if prepare is not None and not kwargs:  # a warm start does not use the adapted encoder
+            t = time.perf_counter()
             adapted = prepare([it.text for it in self.store.items("train")], progress=self.progress)
             if adapted is not None:
                 extra["adaptation"] = {k: v for k, v in adapted.items() if k != "path"}
+                timing["prepare_seconds"] = round(time.perf_counter() - t, 3)
         texts, labels = list(ts.texts), list(ts.labels)
+        t = time.perf_counter()
         trainer, tuning = self._trainer_for(texts, labels, seed, retune)
         if tuning is not None:
             extra["tuning"] = tuning
-        kwargs: dict[str, Any] = {}
-        current = self.current_model()
-        if getattr(trainer, "warm_start", False):
-            if (
-                current is not None
-                and current.trainer == trainer.name
-                and Path(current.path).is_dir()
-            ):
-                kwargs["previous"] = Path(current.path)
-                extra["warm_start_from"] = current.id
-            else:
-                extra["warm_start_from"] = None
-        t1 = time.perf_counter()
+            timing["tune_seconds"] = round(time.perf_counter() - t, 3)
+        t0 = time.perf_counter()
         clf = trainer.train(
             texts,
             labels,
@@ -347,14 +368,12 @@ class Controller:
             progress=self.progress,
             **kwargs,
         )
-        if "tuning" in extra or "adaptation" in extra:
-            extra["fit_seconds"] = round(time.perf_counter() - t1, 3)
         train_s = time.perf_counter() - t0
         number = len(self.store.model_versions()) + 1
         version_id = f"v{number:04d}-{clf.version[:8]}"
         path = self.models_dir / version_id
         clf.save(path)
-        metrics: dict[str, Any] = {"train_seconds": round(train_s, 3)}
+        metrics: dict[str, Any] = {"train_seconds": round(train_s, 3), **timing}
         t1 = time.perf_counter()
         for split in ("test", "eval"):
             held = self.store.training_set(split)

@@ -145,7 +145,7 @@ def adapted_encoder(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: (
-            (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / (total - warmup))
+            (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
         ),
     )
     losses: list[float] = []

@@ -252,7 +252,7 @@ class FinetuneTrainer:
                 "set finetune.init to 'base' (the encoder or checkpoint) or 'previous' (warm start).",
             )
         self.model_path = resolve_model_path(model_path)
-        self.checkpoint = None if checkpoint is None else resolve_model_path(checkpoint)
+        self.checkpoint = None if checkpoint is None else resolve_model_path(checkpoint).resolve()
         self.learning_rate = float(learning_rate)
         self.epochs = int(epochs)
         self.batch_size = int(batch_size)
@@ -322,8 +322,11 @@ class FinetuneTrainer:
             )
         clone = FinetuneTrainer(self.model_path, **{**self.params(), **changes})
         clone._base_fingerprint = self._base_fingerprint
-        clone._checkpoint_fingerprint = self._checkpoint_fingerprint
-        clone._adapted = self._adapted
+        if clone.checkpoint == self.checkpoint:
+            clone._checkpoint_fingerprint = self._checkpoint_fingerprint
+        adapted_by = ("checkpoint", "adapt_epochs", "adapt_max_texts", "max_length")
+        if all(getattr(clone, k) == getattr(self, k) for k in adapted_by):
+            clone._adapted = self._adapted  # the same adaptation: no need to prepare again
         return clone
 
     def config(self) -> Mapping[str, Any]:
@@ -385,9 +388,11 @@ class FinetuneTrainer:
     # -- domain adaptation ---------------------------------------------------------------
     def prepare(self, texts: Sequence[str], progress: Progress = SILENT) -> dict[str, Any] | None:
         """Domain adaptation before training: with ``adapt_epochs > 0``, masked-language-model
-        training of the start encoder on ``texts`` (the project's unlabeled and labeled training
-        texts; never held-out ones). The adapted encoder is cached under ``adapt_dir`` by a key
-        over the encoder, the texts and the settings, so it is built once per pool.
+        training of the start encoder (``checkpoint`` or the base) on ``texts`` (the project's
+        unlabeled and labeled training texts; never held-out ones). The adapted encoder is cached
+        under ``adapt_dir`` by a key over the encoder, the texts and the settings, so it is built
+        once per pool (new texts give a new key: ingesting more data rebuilds it). Only the
+        encoder is adapted: a checkpoint's classification head is not carried over.
         Returns what was done (None when adaptation is off)."""
         if self.adapt_epochs == 0:
             return None
@@ -596,7 +601,7 @@ class FinetuneTrainer:
             curve.append(record)
             if best is None or val_loss < best[0]:
                 best, since_best = (val_loss, step), 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
                 return False
             since_best += 1
             return self.patience is not None and since_best >= self.patience

@@ -39,12 +39,18 @@ class SmallDataBow(BowTrainer):
     def with_params(self, **changes: Any) -> SmallDataBow:
         clone = SmallDataBow(changes.get("alpha", self.alpha), self.warm, self.log)
         clone.tune_reason = self.tune_reason
+        clone.base = self.base
         return clone
 
     def tune(self, texts, labels, *, classes, seed, budget_s, progress=None):  # type: ignore[no-untyped-def]
         self.log["tune"].append({"n": len(texts), "budget_s": budget_s})
         best = 0.5 + len(self.log["tune"])  # a different "best" each search
-        return {"params": {"alpha": best}, "reason": self.tune_reason, "trials": []}
+        return {
+            "params": {"alpha": best},
+            "default": {"alpha": self.alpha},
+            "reason": self.tune_reason,
+            "trials": [],
+        }
 
     def prepare(self, texts, progress=None):  # type: ignore[no-untyped-def]
         self.log["prepare"].append(sorted(texts))
@@ -55,7 +61,9 @@ class SmallDataBow(BowTrainer):
         return super().train(texts, labels, classes=classes, seed=seed)
 
     def config(self) -> dict:
-        return {"trainer": self.name, "alpha": self.alpha}
+        return {"trainer": self.name, "alpha": self.alpha, "base_fingerprint": self.base}
+
+    base = "encoder-1"
 
 
 @pytest.fixture
@@ -222,4 +230,57 @@ def test_adaptation_sees_training_split_texts_only(setup) -> None:  # type: igno
     seen = trainer.log["prepare"][0]
     assert seen == sorted(it.text for it in items if it.id not in test_ids)
     assert mv.config["adaptation"] == {"key": f"k{len(seen)}", "built": True}
-    assert "fit_seconds" in mv.config
+    assert mv.metrics["prepare_seconds"] >= 0 and "tune_seconds" not in mv.metrics
+
+
+def test_a_search_that_cannot_run_later_reuses_the_last_result(setup) -> None:  # type: ignore[no-untyped-def]
+    store, make, _, _ = setup
+    trainer = SmallDataBow()
+    ctrl = make(trainer, tune="always")
+    ctrl.run_iteration()
+    v1 = _label_round(ctrl)
+    trainer.tune_reason = "the hold-out would leave a class without training data"
+    v2 = ctrl.train(None)
+    assert v2.config["tuning"]["source"] == "reused" and v2.config["tuning"]["from"] == v1.id
+    assert v2.config["tuning"]["reason"].startswith("search not run (the hold-out")
+    assert trainer.log["train"][-1]["alpha"] == 1.5 and v2.metrics["tune_seconds"] >= 0
+
+
+def test_a_changed_setting_or_encoder_invalidates_the_last_search(setup) -> None:  # type: ignore[no-untyped-def]
+    store, make, _, _ = setup
+    log: dict = {"tune": [], "train": [], "prepare": []}
+    ctrl = make(SmallDataBow(log=log), tune="nightly")
+    ctrl.run_iteration()
+    _label_round(ctrl)
+    assert len(log["tune"]) == 1
+    make(SmallDataBow(log=log), tune="nightly").train(None)  # same set-up: reused
+    assert len(log["tune"]) == 1
+    make(SmallDataBow(alpha=3.0, log=log), tune="nightly").train(None)  # the user changed alpha
+    assert len(log["tune"]) == 2
+    other = SmallDataBow(alpha=3.0, log=log)
+    other.base = "encoder-2"  # another encoder
+    make(other, tune="nightly").train(None)
+    assert len(log["tune"]) == 3
+
+
+def test_warm_start_needs_the_same_encoder(setup) -> None:  # type: ignore[no-untyped-def]
+    store, make, _, _ = setup
+    first = SmallDataBow(warm=True)
+    ctrl = make(first)
+    ctrl.run_iteration()
+    _label_round(ctrl)
+    other = SmallDataBow(warm=True)
+    other.base = "encoder-2"
+    mv = make(other).train(None)
+    assert other.log["train"][-1]["previous"] is None and mv.config["warm_start_from"] is None
+    assert other.log["prepare"]  # a cold start adapts (when the trainer does)
+
+
+def test_a_warm_start_skips_adaptation(setup) -> None:  # type: ignore[no-untyped-def]
+    store, make, _, _ = setup
+    trainer = SmallDataBow(warm=True)
+    ctrl = make(trainer)
+    ctrl.run_iteration()
+    _label_round(ctrl)
+    v2 = ctrl.train(None)
+    assert len(trainer.log["prepare"]) == 1 and "adaptation" not in v2.config

@@ -83,6 +83,45 @@ def test_without_patience_all_epochs_run_and_the_best_is_still_restored(monkeypa
     assert clf.info["best_epoch"] == 1 and _digest(clf.model) == snapshots[0]
 
 
+def test_when_the_last_evaluation_is_the_best_nothing_is_restored(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    trainer = FinetuneTrainer(epochs=3, patience=1, learning_rate=1e-4, **SMALL)
+    losses = iter([0.5, 0.4, 0.3])
+    monkeypatch.setattr(trainer, "_validate", lambda *a: (next(losses), 1.0))
+    texts, labels = sentiment_set(16)
+    clf = trainer.train(texts, labels, classes=CLASSES, seed=0)
+    info = clf.info
+    assert (info["best_epoch"], info["restored_best"], info["stopped_early"]) == (3, False, False)
+
+
+def test_patience_counts_step_evaluations(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Every 2 steps of 8: the loss rises after step 2, patience 2 stops at step 6."""
+    trainer = FinetuneTrainer(epochs=2, eval_every_steps=2, patience=2, **SMALL)
+    losses = iter([0.5, 0.6, 0.7, 0.8])
+    monkeypatch.setattr(trainer, "_validate", lambda *a: (next(losses), 1.0))
+    texts, labels = sentiment_set(16)
+    clf = trainer.train(texts, labels, classes=CLASSES, seed=0)
+    info = clf.info
+    assert [r["step"] for r in info["curve"]] == [2, 4, 6]
+    assert info["stopped_early"] and info["steps_run"] == 6
+    assert (info["best_step"], info["best_epoch"], info["restored_best"]) == (2, 1, True)
+
+
+def test_with_params_keeps_cached_state_only_when_it_still_applies(
+    tmp_path: Path, base_model
+) -> None:  # type: ignore[no-untyped-def]
+    _, path = base_model
+    t = FinetuneTrainer(adapt_epochs=1, adapt_dir=tmp_path, **SMALL)
+    t._adapted = ("key", tmp_path / "key")
+    assert t.with_params(learning_rate=1e-4, epochs=3)._adapted == t._adapted
+    assert t.with_params(adapt_epochs=2)._adapted is None
+    assert t.with_params(max_length=64)._adapted is None
+    with_ckpt = t.with_params(checkpoint=path)
+    assert with_ckpt._adapted is None and with_ckpt.checkpoint == path.resolve()
+    assert with_ckpt.config()["checkpoint_fingerprint"] != t.config()["checkpoint_fingerprint"]
+    with pytest.raises(ModelError, match="found \\['lr'\\]"):
+        t.with_params(lr=1)
+
+
 def test_validation_every_n_steps(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """4 steps per epoch, 2 epochs, every 3 steps: scored at steps 3 and 6, then at the end (8)."""
     trainer = FinetuneTrainer(epochs=2, eval_every_steps=3, **SMALL)
@@ -118,6 +157,23 @@ def test_warm_start_begins_at_the_previous_model(base_model) -> None:  # type: i
     assert clf.info["start"] == "previous" and clf.info["head_reused"] is True
     np.testing.assert_allclose(clf.predict_proba(probe), previous.predict_proba(probe), atol=1e-4)
     assert warm.warm_start and not trainer.warm_start
+
+
+def test_warm_start_from_a_model_of_other_classes_keeps_the_encoder_only(base_model) -> None:  # type: ignore[no-untyped-def]
+    trainer, path = base_model
+    previous = trainer.load(path)
+    texts, _ = sentiment_set(16)
+    labels = ["a", "b", "c", "d"] * (len(texts) // 4)
+    warm = trainer.with_params(init="previous", epochs=1, learning_rate=1e-12)
+    clf = warm.train(texts, labels, classes=["a", "b", "c", "d"], seed=2, previous=path)
+    assert clf.info["start"] == "previous" and clf.info["head_reused"] is False
+    assert clf.model.config.num_labels == 4
+    torch.testing.assert_close(
+        clf.model.base_model.state_dict()["encoder.layer.3.output.dense.weight"],
+        previous.model.base_model.state_dict()["encoder.layer.3.output.dense.weight"],
+        atol=1e-6,
+        rtol=0,
+    )
 
 
 def test_init_base_ignores_the_previous_model(base_model) -> None:  # type: ignore[no-untyped-def]
@@ -215,8 +271,8 @@ def test_adapted_encoder_is_built_once_per_pool_and_keeps_the_pooler(tmp_path: P
         src["encoder.layer.0.attention.self.query.weight"],
         new["encoder.layer.0.attention.self.query.weight"],
     )
-    if "pooler.dense.weight" in src:
-        torch.testing.assert_close(src["pooler.dense.weight"], new["pooler.dense.weight"])
+    assert "pooler.dense.weight" in src  # the offline MiniLM ships a pooler: kept as it was
+    torch.testing.assert_close(src["pooler.dense.weight"], new["pooler.dense.weight"])
 
 
 def test_prepare_then_train_starts_from_the_adapted_encoder(tmp_path: Path) -> None:
