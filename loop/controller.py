@@ -345,7 +345,7 @@ class Controller:
                 and _same_start(current.config, self.trainer.config())
             ):
                 kwargs["previous"] = Path(current.path)
-            extra["warm_start_from"] = current.id if kwargs else None
+            extra["warm_start_from"] = current.id if kwargs and current is not None else None
         prepare = getattr(self.trainer, "prepare", None)
         if prepare is not None and not kwargs:  # a warm start does not use the adapted encoder
             t = time.perf_counter()
