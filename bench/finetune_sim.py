@@ -12,6 +12,7 @@ Techniques (each a setting of the loop; see README "Small data"):
 - ``default``: 5 epochs, validation after every epoch, the best epoch's weights restored;
 - ``no-validation``: 5 epochs on all labels, no validation split, last weights;
 - ``early-stop``: up to 10 epochs, patience 2, best weights restored;
+- ``min-steps``: at least 100 optimizer steps (more epochs for small training sets);
 - ``warm-start``: each retrain starts from the previous iteration's model;
 - ``checkpoint``: start from a checkpoint this script fine-tunes on the *other* dataset
   (sequential fine-tuning; its head is replaced, its encoder kept);
@@ -55,6 +56,7 @@ TECHNIQUES: Mapping[str, dict[str, Any]] = {
     "default": {},
     "no-validation": {"validation_fraction": 0.0},
     "early-stop": {"epochs": 10, "patience": 2},
+    "min-steps": {"min_steps": 100},
     "warm-start": {"init": "previous"},
     "checkpoint": {},  # + checkpoint=<the other dataset's model>
     "mlm-adapt": {"adapt_epochs": 1},
@@ -190,7 +192,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "epochs_run_mean": float(
                         np.mean(
                             [
-                                t["steps_run"] / max(1, t["steps"]) * mv.config["epochs"]
+                                t["steps_run"]
+                                / max(1, t["steps"])
+                                * t.get("epochs_planned", mv.config["epochs"])
                                 for t, mv in zip(training, mvs, strict=True)
                             ]
                         )

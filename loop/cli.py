@@ -862,7 +862,7 @@ def training_note(config: Mapping[str, Any]) -> str:
         ran = (training.get("curve") or [{}])[-1].get("epoch", config["epochs"])
         note = f"epoch {training['best_epoch']}/{ran}"
         if training.get("stopped_early"):
-            note += f" (stopped early of {config['epochs']})"
+            note += f" (stopped early of {training.get('epochs_planned', config['epochs'])})"
         parts.append(note)
     tuning = config.get("tuning") or {}
     if tuning.get("source") == "searched":

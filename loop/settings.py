@@ -54,7 +54,8 @@ class LadderSettings(BaseModel):
     max_splits: int = Field(5, ge=2)
     min_folds: int = Field(10, ge=2)
     margin: Literal["std", "paired-se", "none"] = Field(
-        "none", description="how much a costlier rung must beat a cheaper one by (none: best mean; ties keep the cheaper)"
+        "none",
+        description="how much a costlier rung must beat a cheaper one by (none: best mean; ties keep the cheaper)",
     )
     default_rung: Literal["tfidf-lr", "embed-lr"] = "embed-lr"
     finetune_min_labels: int = Field(200, ge=2)
@@ -80,6 +81,11 @@ class FinetuneSettings(BaseModel):
     )
     eval_every_steps: int = Field(
         0, ge=0, description="validate every N optimizer steps; 0 = after every epoch"
+    )
+    min_steps: int = Field(
+        0,
+        ge=0,
+        description="at least this many optimizer steps: small training sets get more epochs; 0 = off",
     )
     init: Literal["base", "previous"] = Field(
         "base",

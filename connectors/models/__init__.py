@@ -61,6 +61,7 @@ _PARAMS: Mapping[str, tuple[str, ...]] = {
         "min_validation_labels",
         "patience",
         "eval_every_steps",
+        "min_steps",
         "init",
         "checkpoint",
         "adapt_epochs",

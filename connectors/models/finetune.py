@@ -216,6 +216,7 @@ class FinetuneTrainer:
         min_validation_labels: int = 20,
         patience: int | None = None,
         eval_every_steps: int = 0,
+        min_steps: int = 0,
         init: str = "base",
         checkpoint: str | os.PathLike[str] | None = None,
         adapt_epochs: int = 0,
@@ -240,10 +241,15 @@ class FinetuneTrainer:
                 f"found {warmup_ratio}, {validation_fraction}, {weight_decay}.",
                 "fix the finetune settings.",
             )
-        if (patience is not None and patience < 1) or eval_every_steps < 0 or adapt_epochs < 0:
+        if (
+            (patience is not None and patience < 1)
+            or eval_every_steps < 0
+            or adapt_epochs < 0
+            or min_steps < 0
+        ):
             raise ModelError(
-                f"expected patience >= 1 (or none), eval_every_steps >= 0, adapt_epochs >= 0; "
-                f"found {patience}, {eval_every_steps}, {adapt_epochs}.",
+                f"expected patience >= 1 (or none), eval_every_steps >= 0, adapt_epochs >= 0, "
+                f"min_steps >= 0; found {patience}, {eval_every_steps}, {adapt_epochs}, {min_steps}.",
                 "fix the finetune settings.",
             )
         if init not in INITS:
@@ -263,6 +269,7 @@ class FinetuneTrainer:
         self.min_validation_labels = int(min_validation_labels)
         self.patience = None if patience is None else int(patience)
         self.eval_every_steps = int(eval_every_steps)
+        self.min_steps = int(min_steps)
         self.init = init
         self.adapt_epochs = int(adapt_epochs)
         self.adapt_max_texts = int(adapt_max_texts)
@@ -301,6 +308,7 @@ class FinetuneTrainer:
             "min_validation_labels": self.min_validation_labels,
             "patience": self.patience,
             "eval_every_steps": self.eval_every_steps,
+            "min_steps": self.min_steps,
             "init": self.init,
             "checkpoint": self.checkpoint,
             "adapt_epochs": self.adapt_epochs,
@@ -351,6 +359,7 @@ class FinetuneTrainer:
             "min_validation_labels": self.min_validation_labels,
             "patience": self.patience,
             "eval_every_steps": self.eval_every_steps,
+            "min_steps": self.min_steps,
             "adapt_epochs": self.adapt_epochs,
             "adapted_encoder": None if self._adapted is None else self._adapted[0],
             "max_grad_norm": self.max_grad_norm,
@@ -572,7 +581,12 @@ class FinetuneTrainer:
         val_texts = [texts[i] for i in val_idx]
 
         steps_per_epoch = math.ceil(len(train_idx) / self.batch_size)
-        total_steps = steps_per_epoch * self.epochs
+        # small sets: at least min_steps optimizer steps (more epochs), since a handful of steps
+        # leaves the new head and the encoder barely trained (Mosbach et al. 2021)
+        epochs = self.epochs
+        if self.min_steps:
+            epochs = max(epochs, math.ceil(self.min_steps / steps_per_epoch))
+        total_steps = steps_per_epoch * epochs
         optimizer, scheduler, warmup = self._optimizer(model, total_steps)
         rng = np.random.default_rng(seed)
         curve: list[dict[str, Any]] = []
@@ -601,13 +615,15 @@ class FinetuneTrainer:
             curve.append(record)
             if best is None or val_loss < best[0]:
                 best, since_best = (val_loss, step), 0
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                best_state = {
+                    k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+                }
                 return False
             since_best += 1
             return self.patience is not None and since_best >= self.patience
 
         with progress.task("fine-tuning", total=total_steps) as advance:
-            for epoch in range(1, self.epochs + 1):
+            for epoch in range(1, epochs + 1):
                 model.train()
                 order = rng.permutation(train_idx)
                 for start_row in range(0, len(order), self.batch_size):
@@ -636,8 +652,8 @@ class FinetuneTrainer:
                 if stopped_early:
                     break
                 # every epoch's end, or (evaluating every N steps) the last step if not just done
-                if not self.eval_every_steps or (epoch == self.epochs and seen):
-                    stopped_early = evaluate(epoch) and epoch < self.epochs
+                if not self.eval_every_steps or (epoch == epochs and seen):
+                    stopped_early = evaluate(epoch) and epoch < epochs
                     if stopped_early:
                         break
         restored = best is not None and best[1] != step and best_state is not None
@@ -657,6 +673,7 @@ class FinetuneTrainer:
             "stopped_early": stopped_early,
             "steps_run": step,
             "steps": total_steps,
+            "epochs_planned": epochs,
             "warmup_steps": warmup,
             "start": start,
             "start_from": str(source),

@@ -142,7 +142,7 @@ def search(
                 epochs_run = (
                     max(1, int(clf.info.get("steps_run", 0)))
                     / max(1, int(clf.info.get("steps", 1)))
-                    * cand["epochs"]
+                    * int(clf.info.get("epochs_planned", cand["epochs"]))
                 )
                 per_text_epoch.append(
                     float(clf.info.get("train_seconds", 0.0)) / (len(tr) * epochs_run)

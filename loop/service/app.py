@@ -98,7 +98,9 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.ml_max_bytes if str(scope.get("path", "")).startswith("/ml/") else self.default_max
+        limit = (
+            self.ml_max_bytes if str(scope.get("path", "")).startswith("/ml/") else self.default_max
+        )
         declared: int | None = None
         for key, value in scope.get("headers") or []:
             if key == b"content-length":

@@ -343,3 +343,18 @@ def test_the_budget_stops_the_search_after_the_first_candidate() -> None:
     result = trainer.tune(texts, labels, classes=CLASSES, seed=0, budget_s=0.001, repeats=1)
     assert len(result["trials"]) == 1 and result["params"] == result["default"]
     assert result["stopped"].startswith("budget")
+
+
+def test_min_steps_adds_epochs_for_small_sets(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """29 training rows in batches of 8 = 4 steps an epoch: 10 steps need 3 epochs."""
+    trainer = FinetuneTrainer(epochs=1, min_steps=10, **SMALL)
+    monkeypatch.setattr(trainer, "_validate", lambda *a: (0.5, 1.0))
+    texts, labels = sentiment_set(16)
+    info = trainer.train(texts, labels, classes=CLASSES, seed=0).info
+    assert (info["epochs_planned"], info["steps"], info["steps_run"]) == (3, 12, 12)
+    assert [r["epoch"] for r in info["curve"]] == [1, 2, 3]
+    big = FinetuneTrainer(epochs=2, min_steps=4, **SMALL)  # already more steps: unchanged
+    monkeypatch.setattr(big, "_validate", lambda *a: (0.5, 1.0))
+    assert big.train(texts, labels, classes=CLASSES, seed=0).info["epochs_planned"] == 2
+    with pytest.raises(ModelError, match="min_steps >= 0"):
+        FinetuneTrainer(min_steps=-1)
