@@ -5,6 +5,8 @@ for biases and LayerNorm, linear warm-up then linear decay, gradient clipping at
 padding. With enough labels a stratified validation split is scored after every epoch (or every
 ``eval_every_steps`` steps) and the weights of the best evaluation (lowest validation loss) are
 restored; with ``patience`` set, training stops after that many evaluations without improvement.
+``min_steps`` raises the epoch count of small training sets so that they get at least that many
+optimizer steps.
 
 Where training starts (``init``):
 
