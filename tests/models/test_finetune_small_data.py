@@ -358,3 +358,52 @@ def test_min_steps_adds_epochs_for_small_sets(monkeypatch) -> None:  # type: ign
     assert big.train(texts, labels, classes=CLASSES, seed=0).info["epochs_planned"] == 2
     with pytest.raises(ModelError, match="min_steps >= 0"):
         FinetuneTrainer(min_steps=-1)
+
+
+def test_the_loop_warm_starts_and_adapts_the_real_trainer(tmp_path: Path) -> None:
+    """Controller + real FinetuneTrainer: the first model starts from the MLM-adapted encoder,
+    the next from the first model (warm start), and the records say so."""
+    from connectors.store import SqlStore
+    from loop.controller import Controller
+    from loop.oracle import OracleTool
+    from loop.records import Item
+
+    texts, labels = sentiment_set(12)
+    items = [Item(id=f"i{i:02d}", text=t, split="train") for i, t in enumerate(texts)]
+    gold = {it.id: lab for it, lab in zip(items, labels, strict=True)}
+    store = SqlStore.open(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        store.add_items(items)
+        trainer = make_trainer(
+            "finetune",
+            cache_dir=tmp_path / "cache" / "embeddings",
+            epochs=1,
+            init="previous",
+            adapt_epochs=1,
+            **SMALL,
+        )
+        ctrl = Controller(
+            store,
+            trainer,
+            OracleTool(gold),
+            classes=CLASSES,
+            models_dir=tmp_path / "models",
+            batch_size=6,
+            initial_batch_size=10,
+            min_new_labels=5,
+            cold_start="random",
+            strategy="margin",
+        )
+        ctrl.run_iteration()  # cold start: 10 sent, answered by the oracle
+        first = store.get_model_version(ctrl.run_iteration().model_version)
+        second = store.get_model_version(ctrl.run_iteration().model_version)
+    finally:
+        store.close()
+    assert (
+        first.config["training"]["start"] == "adapted" and first.config["warm_start_from"] is None
+    )
+    assert first.config["adaptation"]["built"] is True
+    assert (tmp_path / "cache" / "adapted" / first.config["adaptation"]["key"]).is_dir()
+    assert second.config["training"]["start"] == "previous"
+    assert second.config["warm_start_from"] == first.id
+    assert second.config["training"]["head_reused"] is True and second.n_labels == 16
