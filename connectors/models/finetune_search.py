@@ -5,10 +5,11 @@ fine-tuning on little data (learning rate, epochs, batch size, weight decay, war
 al. 2021 on few-sample instability). k-fold is too slow for fine-tuning on a CPU, so each
 candidate is scored by *repeated stratified hold-out*: ``repeats`` seeded splits with
 ``holdout`` of the labels held out; every candidate sees the same splits, and the score is the
-mean held-out accuracy.
+mean held-out accuracy, ties broken by the lower mean held-out log loss (a few held-out labels
+often give several candidates the same accuracy; the log loss still tells them apart).
 
 The first candidate is always the current configuration, so the search never returns a
-configuration it has not compared with the one in use; ties keep the earlier candidate. The time
+configuration it has not compared with the one in use; full ties keep the earlier candidate. The time
 budget is checked before each candidate with an estimate of its cost from the candidates already
 run (seconds per text-epoch): a run overshoots the budget by at most one candidate, and the
 first candidate always runs. Seeded: the same labels, seed and budget give the same candidates
@@ -128,7 +129,7 @@ def search(
                     result["stopped"] = f"budget: next candidate needs ~{est:.0f} s"
                     break
             c0 = time.perf_counter()
-            scores = []
+            scores, losses = [], []
             for r, (tr, ho) in enumerate(splits):
                 clf = trainer.with_params(**cand).train(
                     [texts[j] for j in tr],
@@ -137,8 +138,12 @@ def search(
                     seed=seed + r,
                 )
                 proba = clf.predict_proba([texts[j] for j in ho])
+                truth = [labels[j] for j in ho]
                 pred = np.asarray(clf.classes)[np.argmax(proba, axis=1)]
-                scores.append(float(np.mean(pred == np.asarray([labels[j] for j in ho]))))
+                scores.append(float(np.mean(pred == np.asarray(truth))))
+                col = {c: i for i, c in enumerate(clf.classes)}
+                p_true = proba[np.arange(len(ho)), [col[t] for t in truth]]
+                losses.append(float(-np.mean(np.log(np.clip(p_true, 1e-12, None)))))
                 epochs_run = (
                     max(1, int(clf.info.get("steps_run", 0)))
                     / max(1, int(clf.info.get("steps", 1)))
@@ -152,11 +157,15 @@ def search(
                     "params": cand,
                     "mean": round(float(np.mean(scores)), 5),
                     "scores": [round(s, 5) for s in scores],
+                    "log_loss": round(float(np.mean(losses)), 5),
                     "seconds": round(time.perf_counter() - c0, 2),
                 }
             )
             advance(1)
-    best = max(enumerate(result["trials"]), key=lambda it: (it[1]["mean"], -it[0]))[1]
+    best = max(
+        enumerate(result["trials"]),
+        key=lambda it: (it[1]["mean"], -it[1]["log_loss"], -it[0]),
+    )[1]
     result["params"] = dict(best["params"])
     result["seconds"] = round(time.perf_counter() - t0, 2)
     return result

@@ -331,9 +331,11 @@ def test_search_runs_candidates_on_the_same_splits_and_keeps_the_best() -> None:
     first, second = result["trials"]
     assert first["params"] == result["default"] and first["params"]["epochs"] == 1
     assert all(len(t["scores"]) == 2 for t in result["trials"])
-    best = max(result["trials"], key=lambda t: t["mean"])
-    if first["mean"] == second["mean"]:
-        best = first  # ties keep the earlier candidate
+    assert all(t["log_loss"] > 0 for t in result["trials"])
+    if first["mean"] != second["mean"]:
+        best = first if first["mean"] > second["mean"] else second
+    else:  # the same accuracy: the lower log loss wins
+        best = first if first["log_loss"] <= second["log_loss"] else second
     assert result["params"] == best["params"]
 
 
