@@ -17,7 +17,9 @@ Techniques (each a setting of the loop; see README "Small data"):
 - ``checkpoint``: start from a checkpoint this script fine-tunes on the *other* dataset
   (sequential fine-tuning; its head is replaced, its encoder kept);
 - ``mlm-adapt``: ``--adapt-epochs`` of masked-language-model training on the pool first;
-- ``tuned``: hyper-parameter search (nightly mode: searched at the first retrain, then reused).
+- ``tuned``: hyper-parameter search in nightly mode (a simulation has no night: searched at the
+  first retrain, then reused);
+- ``tuned-always``: the search at every retrain (as when a nightly retrain runs between batches).
 
 Fine-tuning on a CPU is slow, so the pool and the test set are seeded subsamples (``--pool``,
 ``--test``) and texts are cut to ``--max-length`` tokens; the numbers are for that setting.
@@ -61,6 +63,7 @@ TECHNIQUES: Mapping[str, dict[str, Any]] = {
     "checkpoint": {},  # + checkpoint=<the other dataset's model>
     "mlm-adapt": {"adapt_epochs": 1},
     "tuned": {},  # + the controller's search, nightly mode
+    "tuned-always": {},  # + the controller's search at every retrain
 }
 
 
@@ -146,7 +149,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     budget=args.budget,
                     seeds=args.seeds,
                     full_reference=False,
-                    tune="nightly" if tech == "tuned" else "off",
+                    tune={"tuned": "nightly", "tuned-always": "always"}.get(tech, "off"),
                     tune_budget_s=args.tune_budget,
                 )
                 work = work_root / ds_name / tech
