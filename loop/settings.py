@@ -83,9 +83,10 @@ class FinetuneSettings(BaseModel):
         0, ge=0, description="validate every N optimizer steps; 0 = after every epoch"
     )
     min_steps: int = Field(
-        0,
+        100,
         ge=0,
-        description="at least this many optimizer steps: small training sets get more epochs; 0 = off",
+        description="at least this many optimizer steps: small training sets get more epochs "
+        "(measured: +0.09 / +0.36 learning-curve area on Rotten Tomatoes / BBC News); 0 = off",
     )
     init: Literal["base", "previous"] = Field(
         "base",

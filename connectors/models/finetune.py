@@ -218,7 +218,7 @@ class FinetuneTrainer:
         min_validation_labels: int = 20,
         patience: int | None = None,
         eval_every_steps: int = 0,
-        min_steps: int = 0,
+        min_steps: int = 100,
         init: str = "base",
         checkpoint: str | os.PathLike[str] | None = None,
         adapt_epochs: int = 0,

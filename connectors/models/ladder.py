@@ -409,6 +409,10 @@ class LadderTrainer:
         trainer = self.finetune_trainer()
         n_hold = max(int(round(self.finetune_holdout * n)), len(set(labels)))
         epochs = int(getattr(trainer, "epochs", 1))
+        min_steps = int(getattr(trainer, "min_steps", 0) or 0)
+        if min_steps:  # small sets get more epochs (see FinetuneTrainer.min_steps)
+            per_epoch = math.ceil((n - n_hold) / int(getattr(trainer, "batch_size", 16)))
+            epochs = max(epochs, math.ceil(min_steps / max(1, per_epoch)))
         estimate = (n - n_hold) * epochs * self.finetune_seconds_per_text_epoch
         rec["estimated_seconds"] = round(estimate, 1)
         if estimate > self.finetune_budget_s:

@@ -12,7 +12,7 @@ from connectors.models.finetune import FinetuneTrainer
 from tests.models.models_testdata import RecordingProgress, heldout_set, sentiment_set
 
 pytestmark = pytest.mark.slow
-SMALL = {"max_length": 32, "batch_size": 8}
+SMALL = {"max_length": 32, "batch_size": 8, "min_steps": 0}
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from loop.errors import ModelError
 from tests.models.models_testdata import heldout_set, sentiment_set
 
 pytestmark = pytest.mark.slow
-SMALL = {"max_length": 32, "batch_size": 8}
+SMALL = {"max_length": 32, "batch_size": 8, "min_steps": 0}
 CLASSES = ["pos", "neg"]
 
 
@@ -349,13 +349,13 @@ def test_the_budget_stops_the_search_after_the_first_candidate() -> None:
 
 def test_min_steps_adds_epochs_for_small_sets(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """29 training rows in batches of 8 = 4 steps an epoch: 10 steps need 3 epochs."""
-    trainer = FinetuneTrainer(epochs=1, min_steps=10, **SMALL)
+    trainer = FinetuneTrainer(epochs=1, **{**SMALL, "min_steps": 10})
     monkeypatch.setattr(trainer, "_validate", lambda *a: (0.5, 1.0))
     texts, labels = sentiment_set(16)
     info = trainer.train(texts, labels, classes=CLASSES, seed=0).info
     assert (info["epochs_planned"], info["steps"], info["steps_run"]) == (3, 12, 12)
     assert [r["epoch"] for r in info["curve"]] == [1, 2, 3]
-    big = FinetuneTrainer(epochs=2, min_steps=4, **SMALL)  # already more steps: unchanged
+    big = FinetuneTrainer(epochs=2, **{**SMALL, "min_steps": 4})  # already more steps: unchanged
     monkeypatch.setattr(big, "_validate", lambda *a: (0.5, 1.0))
     assert big.train(texts, labels, classes=CLASSES, seed=0).info["epochs_planned"] == 2
     with pytest.raises(ModelError, match="min_steps >= 0"):

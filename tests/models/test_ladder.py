@@ -344,7 +344,7 @@ def test_finetune_rung_is_scored_on_a_held_out_split(shared_cache_dir: Path) -> 
         cache_dir=shared_cache_dir,
         rungs=["embed-lr", "finetune"],
         finetune_min_labels=20,
-        finetune={"epochs": 1, "max_length": 32},
+        finetune={"epochs": 1, "max_length": 32, "min_steps": 0},
     )
     texts, labels = sentiment_set(20)
     clf = trainer.train(texts, labels, classes=["neg", "pos"], seed=0)

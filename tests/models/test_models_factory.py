@@ -47,7 +47,7 @@ def test_settings_objects_plug_straight_in(tmp_path: Path) -> None:
     assert isinstance(lr, EmbedLRTrainer) and isinstance(lr, Trainer)
     assert isinstance(lr.embedder, CachedEmbedder)
     assert lr.config()["C"] == 0.5 and lr.config()["embedder"]["max_length"] == 128
-    ft = make_trainer("finetune", cache_dir=tmp_path, **FinetuneSettings(epochs=2).model_dump())
+    ft = make_trainer("finetune", cache_dir=tmp_path, **FinetuneSettings(epochs=2).trainer_params())
     assert isinstance(ft, FinetuneTrainer) and isinstance(ft, Trainer)
     assert ft.config()["epochs"] == 2 and ft.config()["validation_fraction"] == 0.1
 

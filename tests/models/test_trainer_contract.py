@@ -15,7 +15,7 @@ from tests.models.models_testdata import RecordingProgress, heldout_set, sentime
 
 CLASSES = ("pos", "neutral", "neg")  # "neutral" never has an example
 PERMUTED = ("neg", "pos", "neutral")
-FINETUNE_SMALL = {"epochs": 1, "max_length": 32}
+FINETUNE_SMALL = {"epochs": 1, "max_length": 32, "min_steps": 0}
 
 
 def _trainer(name: str, cache_dir: Path) -> Trainer:
