@@ -869,7 +869,7 @@ def training_note(config: Mapping[str, Any]) -> str:
         parts.append(f"tuned ({len(tuning.get('search', {}).get('trials', []))} trials)")
     elif tuning.get("source") == "reused":
         parts.append(f"tuning of {tuning.get('from')}")
-    if (config.get("training") or {}).get("chosen"):
+    if training.get("chosen"):
         parts.append(f"rung {training['chosen']}")
     return ", ".join(parts) or "-"
 

@@ -347,7 +347,8 @@ class Controller:
                 kwargs["previous"] = Path(current.path)
             extra["warm_start_from"] = current.id if kwargs and current is not None else None
         prepare = getattr(self.trainer, "prepare", None)
-        if prepare is not None and not kwargs:  # a warm start does not use the adapted encoder
+        # a warm start does not use the adapted encoder; a trainer that does not adapt needs no texts
+        if prepare is not None and getattr(self.trainer, "adapts", True) and not kwargs:
             t = time.perf_counter()
             adapted = prepare([it.text for it in self.store.items("train")], progress=self.progress)
             if adapted is not None:

@@ -114,6 +114,7 @@ def adapted_encoder(
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from connectors.models import _batching
+    from connectors.models.finetune import linear_schedule
 
     t0 = time.perf_counter()
     seed_everything(seed)
@@ -141,13 +142,7 @@ def adapted_encoder(
     steps_per_epoch = math.ceil(per_epoch / BATCH_SIZE)
     total = steps_per_epoch * epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.01)
-    warmup = max(1, total // 10)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (
-            (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
-        ),
-    )
+    scheduler = linear_schedule(optimizer, total, warmup=max(1, total // 10))
     losses: list[float] = []
     with progress.task("adapting the encoder (MLM)", total=total) as advance:
         for _ in range(epochs):

@@ -99,6 +99,17 @@ def _logits(
     return out
 
 
+def linear_schedule(optimizer: Any, total_steps: int, warmup: int) -> Any:
+    """Linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def _softmax64(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64)
     z -= z.max(axis=1, keepdims=True)
@@ -291,6 +302,11 @@ class FinetuneTrainer:
         "weight_decay",
         "warmup_ratio",
     )
+
+    @property
+    def adapts(self) -> bool:
+        """True when :meth:`prepare` has work to do (``adapt_epochs > 0``)."""
+        return self.adapt_epochs > 0
 
     @property
     def warm_start(self) -> bool:
@@ -530,13 +546,7 @@ class FinetuneTrainer:
         ]
         optimizer = torch.optim.AdamW(groups, lr=self.learning_rate)
         warmup = int(math.ceil(self.warmup_ratio * total_steps))
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor), warmup
+        return optimizer, linear_schedule(optimizer, total_steps, warmup), warmup
 
     def _validate(
         self, model: Any, tokenizer: Any, texts: list[str], y: np.ndarray
