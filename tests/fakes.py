@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -141,3 +142,25 @@ def toy_corpus(
             words = bank[i % len(bank)] + " " + " ".join(rng.choice(filler, size=3))
             rows.append((f"{label}-{i:03d}", words, label))
     return rows, ["neg", "pos"]
+
+
+def toy_store(db: Path) -> tuple[Any, list[Any], dict[str, str], set[str], list[str]]:
+    """A SQLite store at ``db`` with the 40-item toy corpus: 20 seeded test items labeled by
+    import, 20 unlabeled train items. Returns (store, items, gold, test_ids, classes)."""
+    from connectors.store import SqlStore
+    from loop.records import Item, Label
+
+    rows, classes = toy_corpus(40)
+    rng = np.random.default_rng(1)
+    test_ids = set(rng.choice([r[0] for r in rows], size=20, replace=False))
+    items = [Item(id=i, text=t, split="test" if i in test_ids else "train") for i, t, _ in rows]
+    gold = {i: y for i, _, y in rows}
+    store = SqlStore.open(f"sqlite:///{db}")
+    store.add_items(items)
+    store.add_labels(
+        [
+            Label(item_id=i, value=gold[i], source="import", annotation_id=f"import:{i}")
+            for i in test_ids
+        ]
+    )
+    return store, items, gold, test_ids, classes

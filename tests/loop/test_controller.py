@@ -12,8 +12,8 @@ import strategies
 from connectors.store import SqlStore
 from loop.controller import Controller
 from loop.oracle import OracleTool
-from loop.records import Item, Label
-from tests.fakes import BowTrainer, toy_corpus
+from loop.records import Label
+from tests.fakes import BowTrainer, toy_store
 
 
 class FlakyTool(OracleTool):
@@ -34,19 +34,7 @@ class FlakyTool(OracleTool):
 
 @pytest.fixture
 def setup(tmp_path: Path):  # type: ignore[no-untyped-def]
-    rows, classes = toy_corpus(40)
-    rng = np.random.default_rng(1)
-    test_ids = set(rng.choice([r[0] for r in rows], size=20, replace=False))
-    items = [Item(id=i, text=t, split="test" if i in test_ids else "train") for i, t, _ in rows]
-    gold = {i: y for i, _, y in rows}
-    store = SqlStore.open(f"sqlite:///{tmp_path / 'state.db'}")
-    store.add_items(items)
-    store.add_labels(
-        [
-            Label(item_id=i, value=gold[i], source="import", annotation_id=f"import:{i}")
-            for i in test_ids
-        ]
-    )
+    store, items, gold, test_ids, classes = toy_store(tmp_path / "state.db")
     tool = FlakyTool({i: y for i, y in gold.items() if i not in test_ids})
     trainer = BowTrainer()
 
@@ -227,7 +215,9 @@ def test_eval_sample_is_sent_first_labeled_and_never_trained_on(setup) -> None: 
     evals = store.items("eval")
     assert len(evals) == 6 and r1.selected == 6 + 8
     q1 = store.queries(iteration=1)
-    assert [q.kind for q in q1[:6]] == ["eval"] * 6 and {q.item_id for q in q1[:6]} == {it.id for it in evals}
+    assert [q.kind for q in q1[:6]] == ["eval"] * 6 and {q.item_id for q in q1[:6]} == {
+        it.id for it in evals
+    }
     assert not {it.id for it in evals} & {it.id for it in store.pool()}
     r2 = ctrl.run_iteration()
     assert r2.trained and r2.n_labels == 8  # the 6 eval answers are not in the training set
@@ -252,7 +242,9 @@ def test_eval_sample_survives_a_crash_between_moving_and_recording(setup, monkey
     monkeypatch.undo()
     make(eval_sample_size=5).run_iteration()
     assert len(store.items("eval")) == 5
-    assert sorted(q.item_id for q in store.queries() if q.kind == "eval") == sorted(it.id for it in store.items("eval"))
+    assert sorted(q.item_id for q in store.queries() if q.kind == "eval") == sorted(
+        it.id for it in store.items("eval")
+    )
 
 
 def test_not_worse_rule_rejects_a_worse_model_and_records_why(setup) -> None:  # type: ignore[no-untyped-def]
@@ -266,7 +258,16 @@ def test_not_worse_rule_rejects_a_worse_model_and_records_why(setup) -> None:  #
     for lab in store.labels():
         if lab.source == "oracle":
             flipped = "pos" if lab.value == "neg" else "neg"
-            store.add_labels([Label(item_id=lab.item_id, value=flipped, source="oracle", annotation_id=lab.annotation_id)])
+            store.add_labels(
+                [
+                    Label(
+                        item_id=lab.item_id,
+                        value=flipped,
+                        source="oracle",
+                        annotation_id=lab.annotation_id,
+                    )
+                ]
+            )
     worse = ctrl.train(None)
     p = worse.metrics["promotion"]
     assert worse.status == "rejected" and p["promoted"] is False and p["current_id"] == first.id
@@ -308,14 +309,24 @@ def test_nightly_retrains_promotes_and_refreshes_waiting_tasks(setup) -> None:  
     from loop.records import Query
 
     it = store.begin_iteration({})
-    store.record_queries(it.number, [Query(item_id=i, iteration=it.number, score=0.5, rank=r, strategy="margin")
-                                     for r, i in enumerate(waiting_ids)])
+    store.record_queries(
+        it.number,
+        [
+            Query(item_id=i, iteration=it.number, score=0.5, rank=r, strategy="margin")
+            for r, i in enumerate(waiting_ids)
+        ],
+    )
     store.mark_sent(waiting_ids)
     store.update_iteration(it.number, step="done", status="done")
     ctrl.sync()  # the oracle's answers to the 13 earlier items come in
     assert sorted(q.item_id for q in ctrl.waiting()) == sorted(waiting_ids)
     rep = ctrl.nightly()
-    assert rep["trained"] and rep["status"] == "promoted" and rep["promotion"]["rule"] == "not-worse"
+    assert (
+        rep["trained"] and rep["status"] == "promoted" and rep["promotion"]["rule"] == "not-worse"
+    )
     assert rep["refreshed"] == 3
     assert sorted(r.item.id for r in refreshed) == sorted(waiting_ids)
-    assert all(r.model_version == rep["model_version"] and r.prediction in ("neg", "pos") for r in refreshed)
+    assert all(
+        r.model_version == rep["model_version"] and r.prediction in ("neg", "pos")
+        for r in refreshed
+    )

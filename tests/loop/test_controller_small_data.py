@@ -8,15 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
-from connectors.store import SqlStore
 from loop.controller import Controller
 from loop.errors import ConfigError
 from loop.oracle import OracleTool
-from loop.records import Item, Label
-from tests.fakes import BowTrainer, toy_corpus
+from tests.fakes import BowTrainer, toy_store
 
 
 class SmallDataBow(BowTrainer):
@@ -68,19 +65,7 @@ class SmallDataBow(BowTrainer):
 
 @pytest.fixture
 def setup(tmp_path: Path):  # type: ignore[no-untyped-def]
-    rows, classes = toy_corpus(40)
-    rng = np.random.default_rng(1)
-    test_ids = set(rng.choice([r[0] for r in rows], size=20, replace=False))
-    items = [Item(id=i, text=t, split="test" if i in test_ids else "train") for i, t, _ in rows]
-    gold = {i: y for i, _, y in rows}
-    store = SqlStore.open(f"sqlite:///{tmp_path / 'state.db'}")
-    store.add_items(items)
-    store.add_labels(
-        [
-            Label(item_id=i, value=gold[i], source="import", annotation_id=f"import:{i}")
-            for i in test_ids
-        ]
-    )
+    store, items, gold, test_ids, classes = toy_store(tmp_path / "state.db")
     tool = OracleTool({i: y for i, y in gold.items() if i not in test_ids})
 
     def make(trainer: Any, **kw: Any) -> Controller:
