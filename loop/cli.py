@@ -23,6 +23,7 @@ from rich.progress import (
 from rich.table import Table
 
 from loop.errors import AlloopError, ConfigError
+from loop.progress import LogProgress
 from loop.settings import Settings, load_settings
 from strategies import StrategyInputError
 
@@ -38,8 +39,10 @@ db_app = typer.Typer(no_args_is_help=True, help="The state database.")
 app.add_typer(data_app, name="data")
 app.add_typer(db_app, name="db")
 
-console = Console(stderr=True)
-out = Console()
+# soft_wrap: long lines (addresses, paths) are never broken by inserted newlines; the
+# terminal wraps them, and a log keeps them whole
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", envvar="ALLOOP_CONFIG", help="alloop.toml settings file.")
@@ -69,7 +72,12 @@ class RichProgress:
 
 
 @contextmanager
-def progress_bars() -> Iterator[RichProgress]:
+def progress_bars() -> Iterator[RichProgress | LogProgress]:
+    """Live bars on an interactive terminal; elsewhere (a log, a pipe) plain lines: the start,
+    a line every 10 s while the step runs, and its time at the end."""
+    if not console.is_terminal:
+        yield LogProgress(lambda line: console.print(line, markup=False, highlight=False))
+        return
     p = Progress(
         TextColumn("{task.description:<12}"),
         BarColumn(),
@@ -144,8 +152,9 @@ def _ingest_dataset(store: Any, s: Settings, name: str, say: Callable[[str], Any
 
     with progress_bars() as prog:
         ds = load_dataset(name, s, progress=prog)
-    _set_classes(store, list(ds.classes), s)
+    classes = _classes(store, list(ds.classes), s)
     res = store.add_items(ds.items)
+    _save_classes(store, classes)
     lab = store.add_labels(
         import_labels({it.id: ds.gold[it.id] for it in ds.items if it.split == "test"})
     )
@@ -154,7 +163,8 @@ def _ingest_dataset(store: Any, s: Settings, name: str, say: Callable[[str], Any
     )
 
 
-def _set_classes(store: Any, found: list[str], s: Settings) -> list[str]:
+def _classes(store: Any, found: list[str], s: Settings) -> list[str]:
+    """The project's class list once ``found`` labels are added (checked, not written)."""
     if s.classes:
         unknown = sorted(set(found) - set(s.classes))
         if unknown:
@@ -166,9 +176,12 @@ def _set_classes(store: Any, found: list[str], s: Settings) -> list[str]:
     else:
         known = store.get_meta("classes") or []
         classes = sorted(set(known) | set(found))
+    return classes
+
+
+def _save_classes(store: Any, classes: list[str]) -> None:
     if classes:
         store.set_meta("classes", classes)
-    return classes
 
 
 # -- ingest -----------------------------------------------------------------------------
@@ -202,11 +215,14 @@ def ingest(
         label_col=label_col,
         split_col=split_col,
         skip_invalid=skip_invalid,
+        max_chars=s.text.max_chars,
+        control_chars=s.text.control_chars,
     )
     store = open_store(s)
     try:
-        classes = _set_classes(store, sorted(set(res.labels.values())), s)
+        classes = _classes(store, sorted(set(res.labels.values())), s)
         added = store.add_items(res.items)
+        _save_classes(store, classes)
         lab = store.add_labels(import_labels(res.labels))
     finally:
         store.close()
@@ -216,6 +232,12 @@ def ingest(
         f"({', '.join(f'{k} {v}' for k, v in sorted(splits.items()))}); labels: {lab.inserted} new, "
         f"{lab.updated} changed, {lab.unchanged} unchanged; classes: {', '.join(classes) or 'none yet'}"
     )
+    if res.stripped:
+        shown = ", ".join(map(str, res.stripped[:10])) + (" ..." if len(res.stripped) > 10 else "")
+        console.print(
+            f"[yellow]note[/]: control characters removed from {len(res.stripped)} text(s) "
+            f"(text.control_chars = strip); lines {shown}"
+        )
     for p in res.skipped[:20]:
         console.print(f"[yellow]skipped[/] line {p.line}: {p.reason}")
     if len(res.skipped) > 20:
@@ -574,29 +596,22 @@ def serve(
     store = open_store(s)
     handle = service = server = None
     try:
-        if dataset:
-            _ingest_dataset(store, s, dataset, say)
-        handle = label_studio(s, say=say)
-        service = LoopService.from_settings(s, store=store, handle=handle, say=say)
-        # listen first: the webhook registered by start() must find the server
+        with progress_bars() as prog:
+            if dataset:
+                _ingest_dataset(store, s, dataset, say)
+            handle = label_studio(s, say=say, progress=prog)
+        # the worker's long steps (embedding the pool, training) as log lines
+        job_progress = LogProgress(logging.getLogger("alloop.progress").info)
+        service = LoopService.from_settings(
+            s, store=store, handle=handle, say=say, progress=job_progress
+        )
+        # listen first: the webhook and the ML backend registered by start() must find it
         server = ServiceServer(
             create_app(service), s.service.host, s.service.port, log_level="info"
         ).start()
         service.start()
-        pid = service.tool.project_id
-        say(f"alloop service  {server.url}  (API docs {server.url}/docs)")
-        say(
-            f"Label Studio    {handle.url}/projects/{pid}/data  (login {s.label_studio.username}"
-            + (f", password in {handle.credentials_file})" if handle.credentials_file else ")")
-        )
-        say(f"webhook         {service.webhook_url}  (registered on project {pid})")
-        say(f"ML backend      {service.public_url}/ml  (Label Studio: Settings > Model > Connect)")
-        where = service.secrets.source
-        say(
-            "write API: Authorization: Bearer <api_token> ("
-            + ("the service.api_token setting" if where == "settings" else f"in {where}")
-            + "); Ctrl-C to stop"
-        )
+        for line in _serve_banner(s, service, server.url, handle):
+            say(line, highlight=False)
         stop = threading.Event()
 
         def on_signal(signum: int, frame: Any) -> None:
@@ -628,6 +643,41 @@ def serve(
         if handle is not None and handle.server is not None and not keep_label_studio:
             handle.stop()
             say("Label Studio stopped")
+
+
+def _serve_banner(s: Settings, service: Any, url: str, handle: Any) -> list[str]:
+    """What ``alloop serve`` prints once it runs: one short label and one value per line, so
+    addresses and paths stay whole in an 80-column terminal and in a log."""
+    pid = service.tool.project_id
+    secrets = service.secrets
+    where = "settings" if secrets.source == "settings" else secrets.source
+    ml = (
+        "connected to the project, basic auth"
+        if service.ml_backend is not None
+        else "not connected (service.connect_ml_backend = false, or see the log)"
+    )
+    rows: list[tuple[str, str | None]] = [
+        ("alloop is running; open in a browser:", None),
+        ("Label Studio", f"{handle.url}/projects/{pid}/data"),
+        ("API docs", f"{url}/docs"),
+        ("Label Studio login:", None),
+        ("user", s.label_studio.username),
+    ]
+    if handle.credentials_file:
+        rows.append(("password", f"in {handle.credentials_file}"))
+    rows += [
+        ("The loop:", None),
+        ("webhook", f"{service.webhook_url} (project {pid})"),
+        ("ML backend", f"{service.ml_url}"),
+        ("", f"({ml})"),
+        ("secrets", f"{where}: api_token (write API),"),
+        ("", "webhook_secret, ml_password"),
+        ("ports", f"service {s.service.port} (ALLOOP_SERVICE__PORT)"),
+    ]
+    if handle.server is not None:
+        rows.append(("", f"Label Studio {s.label_studio.port} (ALLOOP_LABEL_STUDIO__PORT)"))
+    rows.append(("Ctrl-C stops (a running job finishes first; a rerun resumes).", None))
+    return [label if value is None else f"  {label:<13}{value}" for label, value in rows]
 
 
 # -- status / db / config ---------------------------------------------------------------

@@ -106,7 +106,9 @@ class Store(Protocol):
         """All-or-nothing. An existing id with the same text and the same split it was first
         added with counts as existing, also after ``assign_split`` moved it (the stored item
         keeps its current split). An existing id with a different text or another original
-        split raises StoreError and nothing is written."""
+        split raises StoreError and nothing is written; so does a text longer than the store's
+        ``max_text_chars`` or any string breaking the character rule of :mod:`loop.text`
+        (every string the store writes is held to that rule, on every database)."""
         ...
 
     def get_items(self, ids: Sequence[str]) -> list[Item]:

@@ -17,6 +17,7 @@ This module imports only numpy, ``strategies`` and the project's own contracts: 
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -47,6 +48,13 @@ def _same_start(recorded: Any, now: Any) -> bool:
         if key in recorded and key in now and recorded[key] != now[key]:
             return False
     return True
+
+
+def _json_eq(stored: Any, now: Any) -> bool:
+    """Whether a setting stored with a model version (JSON) equals its value now."""
+    return json.dumps(stored, sort_keys=True, default=str) == json.dumps(
+        now, sort_keys=True, default=str
+    )
 
 
 def _newer(a: ModelVersion, b: ModelVersion) -> bool:
@@ -260,6 +268,24 @@ class Controller:
             False,
             f"{changes} label changes since {current.id}, below the threshold {self.min_new_labels}",
         )
+
+    def up_to_date(self) -> tuple[bool, str]:
+        """Whether a retrain now would learn nothing new: the current model was trained on the
+        store's current labels (same label revision) by this trainer with the same settings.
+        Returns ``(fresh, why)``."""
+        current = self.current_model()
+        if current is None:
+            return False, "no model yet"
+        changes = self.store.label_revision() - current.label_revision
+        if changes:
+            return False, f"{changes} label change(s) since {current.id}"
+        if current.trainer != self.trainer.name:
+            return False, f"{current.id} was trained by {current.trainer}, now {self.trainer.name}"
+        now = self.trainer.config()
+        changed = sorted(k for k, v in now.items() if not _json_eq(current.config.get(k), v))
+        if changed:
+            return False, f"settings changed since {current.id}: {', '.join(changed)}"
+        return True, f"{current.id} is already trained on these labels with these settings"
 
     def _last_tuning(self, trainer: Trainer) -> tuple[str, dict[str, Any]] | None:
         """(version id, params) of the newest model version trained with settings searched

@@ -144,6 +144,22 @@ class ServiceSettings(BaseModel):
         None,
         description="secret header Label Studio sends; None: generated into <home>/service.json",
     )
+    ml_user: str = Field(
+        "alloop",
+        min_length=1,
+        pattern=r"^[^:\s]+$",
+        description="HTTP basic-auth user Label Studio sends to the ML backend (/ml)",
+    )
+    ml_password: str | None = Field(
+        None,
+        description="HTTP basic-auth password of the ML backend; None: generated into "
+        "<home>/service.json",
+    )
+    connect_ml_backend: bool = Field(
+        True,
+        description="alloop serve connects <public_url>/ml as the project's ML backend, with "
+        "basic auth (Label Studio's 'Start training' button and predictions on demand)",
+    )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="larger requests get 413")
     lease_seconds: float = Field(
         60.0, gt=1, description="iteration lease time-to-live (renewed while running)"
@@ -168,6 +184,22 @@ class ServiceSettings(BaseModel):
                 f"unknown time zone {self.timezone!r} (use an IANA name like Europe/Paris)"
             ) from None
         return self
+
+
+class TextSettings(BaseModel):
+    """What a text may hold, checked at every entry (file and dataset ingest, the store)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_chars: int = Field(
+        100_000,
+        ge=1,
+        description="longest text accepted, in characters; a longer one is an invalid row",
+    )
+    control_chars: Literal["reject", "strip"] = Field(
+        "reject",
+        description="a text holding NUL or another control character (tab, newline and "
+        "carriage return are allowed): reject the row, or strip those characters at ingest",
+    )
 
 
 class Settings(BaseSettings):
@@ -213,6 +245,7 @@ class Settings(BaseSettings):
     finetune: FinetuneSettings = FinetuneSettings()
     label_studio: LabelStudioSettings = LabelStudioSettings()
     service: ServiceSettings = ServiceSettings()
+    text: TextSettings = TextSettings()
     promotion: Literal["always", "not-worse"] = Field(
         "always",
         description="loop retrains: promote always, or only when not worse than the current model",

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def open_store(settings: Settings, url: str | None = None) -> Store:
     from connectors.store import SqlStore
 
-    return SqlStore.open(url or settings.db_url)
+    return SqlStore.open(url or settings.db_url, max_text_chars=settings.text.max_chars)
 
 
 def trainer_params(settings: Settings) -> dict[str, Any]:
@@ -62,11 +62,12 @@ def load_dataset(name_or_path: str, settings: Settings, progress: Progress = SIL
     """A built-in dataset by name, or a labeled CSV/JSONL file by path."""
     from connectors.data import datasets
 
+    rule = settings.text.model_dump()  # max_chars, control_chars
     if name_or_path in datasets.DATASETS:
-        return datasets.load(name_or_path, settings.cache, progress=progress)
+        return datasets.load(name_or_path, settings.cache, progress=progress, **rule)
     path = Path(name_or_path)
     if path.exists():
-        return datasets.load_file_dataset(path)
+        return datasets.load_file_dataset(path, **rule)
     raise DataError(
         f"--dataset {name_or_path!r} is neither a built-in dataset ({', '.join(sorted(datasets.DATASETS))}) "
         "nor an existing file.",
@@ -110,9 +111,12 @@ class LabelStudioHandle:
             self.server.stop()
 
 
-def label_studio(settings: Settings, say: Any = print) -> LabelStudioHandle:
+def label_studio(
+    settings: Settings, say: Any = print, progress: Progress = SILENT
+) -> LabelStudioHandle:
     """The configured Label Studio (``label_studio.url`` + token), or a local one installed into
-    ``<home>/labelstudio/venv`` and started on loopback (idempotent: a running one is reused)."""
+    ``<home>/labelstudio/venv`` and started on loopback (idempotent: a running one is reused).
+    ``progress`` follows the install and the start."""
     ls = settings.label_studio
     if ls.url:
         if not ls.token:
@@ -126,12 +130,12 @@ def label_studio(settings: Settings, say: Any = print) -> LabelStudioHandle:
     venv = ls.venv or settings.home / "labelstudio" / "venv"
     if lss.installed_version(venv) != lss.LS_VERSION:
         say(f"installing Label Studio {lss.LS_VERSION} into {venv} (about a minute, once)")
-    lss.install(venv)
+    lss.install(venv, progress=progress)
     data = settings.home / "labelstudio" / "data"
     server = lss.LocalLabelStudio(venv, data, ls.port, ls.username, token=ls.token)
     if not (data / "label_studio.sqlite3").exists():
-        say("starting Label Studio for the first time (database migrations: ~30 s, once)")
-    server.start()
+        say("starting Label Studio for the first time (database migrations: ~40 s, once)")
+    server.start(progress=progress)
     return LabelStudioHandle(server.url, server.token, server, server.credentials_file)
 
 

@@ -29,11 +29,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
+from typing import Literal
 
 from connectors.data.files import read_items
 from loop.errors import ConfigError, DataError
 from loop.progress import SILENT, Progress
 from loop.records import Item
+from loop.text import DEFAULT_MAX_CHARS
 
 SPLIT_SEED = 20240917  # fixed forever: changing it changes every user's test set
 TEST_FRACTION = 0.2
@@ -265,8 +267,16 @@ def fetch(name: str, cache_dir: str | Path, progress: Progress = SILENT) -> Path
     return items_path
 
 
-def load(name: str, cache_dir: str | Path, progress: Progress = SILENT) -> Dataset:
-    """Fetch ``name`` if needed and read it: ``items`` in id order, ``gold`` for all of them."""
+def load(
+    name: str,
+    cache_dir: str | Path,
+    progress: Progress = SILENT,
+    *,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    control_chars: Literal["reject", "strip"] = "reject",
+) -> Dataset:
+    """Fetch ``name`` if needed and read it: ``items`` in id order, ``gold`` for all of them.
+    ``max_chars`` / ``control_chars``: the text rule of :func:`read_items`."""
     items_path = fetch(name, cache_dir, progress)
     expected = json.loads((items_path.parent / "info.json").read_text("utf-8"))["items_sha256"]
     found = hashlib.sha256(items_path.read_bytes()).hexdigest()
@@ -276,7 +286,7 @@ def load(name: str, cache_dir: str | Path, progress: Progress = SILENT) -> Datas
             "(the file was changed or is incomplete).",
             f"delete {items_path.parent} and run again to rebuild it.",
         )
-    result = read_items(items_path)
+    result = read_items(items_path, max_chars=max_chars, control_chars=control_chars)
     return _dataset(name, result.items, result.labels)
 
 
@@ -289,6 +299,8 @@ def load_file_dataset(
     label_col: str = "label",
     split_col: str = "split",
     skip_invalid: bool = False,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    control_chars: Literal["reject", "strip"] = "reject",
 ) -> Dataset:
     """A :class:`Dataset` from a CSV/JSONL file (see :func:`connectors.data.files.read_items`)
     with a label on every row. Without a split column, :func:`stratified_split` assigns 20%
@@ -300,6 +312,8 @@ def load_file_dataset(
         label_col=label_col,
         split_col=split_col,
         skip_invalid=skip_invalid,
+        max_chars=max_chars,
+        control_chars=control_chars,
     )
     missing = [item.id for item in result.items if item.id not in result.labels]
     if missing:

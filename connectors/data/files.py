@@ -13,14 +13,19 @@ Formats
 
 Columns (names mappable with ``id_col``/``text_col``/``label_col``/``split_col``)
 -------------------------------------------------------------------------------
-- ``text`` (required): a non-blank string, stored exactly as given.
+- ``text`` (required): a non-blank string, stored exactly as given; at most ``max_chars``
+  characters and without control characters (:mod:`loop.text`: NUL and the other C0/C1
+  controls except tab, newline and carriage return). ``control_chars="strip"`` removes those
+  characters instead of rejecting the row (listed in ``ReadResult.stripped``).
 - ``id`` (optional): a string (or a JSON integer); when the column is absent or the value empty,
   the id is derived from the text (:func:`derived_id`), so re-reading a file gives the same ids.
 - ``label`` (optional): the class name; an empty value means "no label". JSON integers are
   accepted and turned into strings.
 - ``split`` (optional): one of ``train``/``test``/``eval``; empty or absent means
   ``default_split``.
-- every other column goes to ``Item.meta``.
+- every other column goes to ``Item.meta`` (its strings are held to the same character rule).
+
+Ids, labels and splits with control characters are always invalid (never altered).
 
 A column mapped to a name other than its default must exist in the file; a default-named
 optional column may be absent.
@@ -40,6 +45,14 @@ from typing import Any, Literal
 
 from loop.errors import ConfigError, DataError
 from loop.records import SPLITS, Item
+from loop.text import (
+    DEFAULT_MAX_CHARS,
+    char_problem,
+    escape_forbidden,
+    json_problem,
+    strip_forbidden,
+    text_problem,
+)
 
 CSV_SUFFIXES: tuple[str, ...] = (".csv",)
 JSONL_SUFFIXES: tuple[str, ...] = (".jsonl", ".ndjson")
@@ -85,6 +98,7 @@ class ReadResult:
     labels: dict[str, str] = field(default_factory=dict)
     skipped: list[RowProblem] = field(default_factory=list)
     duplicates: list[Duplicate] = field(default_factory=list)
+    stripped: list[int] = field(default_factory=list)  # lines whose control characters went
 
     @property
     def rows(self) -> int:
@@ -128,14 +142,24 @@ def read_items(
     split_col: str = "split",
     skip_invalid: bool = False,
     default_split: str = "train",
+    max_chars: int = DEFAULT_MAX_CHARS,
+    control_chars: Literal["reject", "strip"] = "reject",
 ) -> ReadResult:
     """Parse and validate a ``.csv`` / ``.jsonl`` / ``.ndjson`` file of items.
+
+    ``max_chars`` caps one text's length; ``control_chars`` says what a text holding control
+    characters gets: ``reject`` (an invalid row) or ``strip`` (those characters removed).
 
     Raises DataError for a file that cannot be read as a whole (missing, unknown extension,
     not UTF-8, empty, no data rows, missing text column) and :class:`InvalidRowsError` when
     some rows are invalid and ``skip_invalid`` is False.
     """
     path = Path(path)
+    if control_chars not in ("reject", "strip"):
+        raise ConfigError(
+            f"control_chars must be 'reject' or 'strip', found {control_chars!r}.",
+            "pass one of those.",
+        )
     if default_split not in SPLITS:
         raise ConfigError(
             f"default_split must be one of {', '.join(SPLITS)}, found {default_split!r}.",
@@ -167,6 +191,7 @@ def read_items(
 
     _check_columns(path, fmt, columns, text_col, id_col, label_col, split_col)
     builder = _Builder(path, fmt, columns, id_col, text_col, label_col, split_col, default_split)
+    builder.max_chars, builder.strip = max_chars, control_chars == "strip"
     for line, record in rows:
         builder.add(line, record)
     if builder.n_rows == 0:
@@ -359,6 +384,9 @@ class _Builder:
         self.repeated_ids: dict[str, list[int]] = {}
         self.text_count: dict[str, int] = {}
         self.n_rows = 0
+        self.max_chars: int | None = DEFAULT_MAX_CHARS
+        self.strip = False
+        self.stripped: list[int] = []
 
     def add(self, line: int, record: dict[str, Any] | _Problem) -> None:
         self.n_rows += 1
@@ -374,6 +402,10 @@ class _Builder:
             reasons.append(f"{self.text_col!r} must be a string, found {_json_type(raw_text)}")
         elif not text.strip():
             reasons.append(f"{self.text_col!r} is blank")
+        else:
+            text, why = self._checked_text(line, text)
+            if why:
+                reasons.append(f"{self.text_col!r} {why}")
         item_id = self._scalar(record, self.id_col, "id", reasons, allow_int=True)
         label = self._scalar(record, self.label_col, "label", reasons, allow_int=True)
         split = self._scalar(record, self.split_col, "split", reasons, allow_int=False)
@@ -396,6 +428,12 @@ class _Builder:
         self.text_count[text] = occurrence
         reserved = {self.id_col, self.text_col, self.label_col, self.split_col}
         meta = {k: v for k, v in record.items() if k not in reserved}
+        if self.strip:
+            meta = _strip_json(meta)
+        why = json_problem(meta)
+        if why:
+            self.problems.append((line, f"column {why}"))
+            return
         self.items.append(Item(item_id, text, split or self.default_split, meta))
         self.item_lines.append(line)
         if label is not None:
@@ -420,7 +458,21 @@ class _Builder:
             kinds = "a string or an integer" if allow_int else "a string"
             reasons.append(f"{column!r} ({what}) must be {kinds}, found {_json_type(value)}")
             return None
+        why = char_problem(value)
+        if why:
+            reasons.append(f"{column!r} ({what}) {why}")
+            return None
         return value.strip() or None
+
+    def _checked_text(self, line: int, text: str) -> tuple[str, str | None]:
+        """The text as stored (control characters removed in strip mode) and why it is
+        invalid, if it is."""
+        if self.strip and char_problem(text):
+            text = strip_forbidden(text)
+            self.stripped.append(line)
+            if not text.strip():
+                return text, "is blank once its control characters are removed"
+        return text, text_problem(text, self.max_chars)
 
     def result(self, text: str) -> ReadResult:
         lines = _LINE_BREAK.split(text) if self.problems else []
@@ -453,6 +505,7 @@ class _Builder:
             labels=self.labels,
             skipped=skipped,
             duplicates=duplicates,
+            stripped=self.stripped,
         )
 
 
@@ -470,6 +523,17 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
+def _strip_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return strip_forbidden(value)
+    if isinstance(value, dict):
+        return {k: _strip_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strip_json(v) for v in value]
+    return value
+
+
 def _excerpt(raw: str) -> str:
-    raw = raw.replace("\t", " ")
-    return raw if len(raw) <= _EXCERPT_CHARS else raw[: _EXCERPT_CHARS - 1] + "…"
+    long = len(raw) > _EXCERPT_CHARS
+    raw = escape_forbidden(raw[:_EXCERPT_CHARS].replace("\t", " "))
+    return raw[: _EXCERPT_CHARS - 1] + "…" if long or len(raw) > _EXCERPT_CHARS else raw

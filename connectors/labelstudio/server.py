@@ -42,6 +42,7 @@ from types import TracebackType
 from typing import Any
 
 from loop.errors import ConfigError, LabelingToolError
+from loop.progress import SILENT, Progress
 
 LS_VERSION = "1.23.2"
 TORCH_PIN = "torch==2.13.0"
@@ -97,6 +98,7 @@ def install(
     python: str | None = None,
     constraints: Path | None = None,
     timeout: float = 1800.0,
+    progress: Progress = SILENT,
 ) -> bool:
     """Install Label Studio ``LS_VERSION`` into its own virtualenv ``venv_dir``.
 
@@ -111,11 +113,22 @@ def install(
     with _locked(venv_dir.with_name(f".{venv_dir.name}.lock")):
         if installed_version(venv_dir) == LS_VERSION:  # another process just installed it
             return False
-        _install(venv_dir, python or sys.executable, constraints, timeout)
+        _install(venv_dir, python or sys.executable, constraints, timeout, progress)
     return True
 
 
-def _install(venv_dir: Path, base: str, constraints: Path | None, timeout: float) -> None:
+def _count_collected(log_path: Path) -> int:
+    """Packages pip has resolved so far (its "Collecting ..." lines)."""
+    try:
+        with log_path.open("rb") as fh:
+            return sum(1 for line in fh if line.startswith(b"Collecting "))
+    except OSError:
+        return 0
+
+
+def _install(
+    venv_dir: Path, base: str, constraints: Path | None, timeout: float, progress: Progress
+) -> None:
     if not venv_python(venv_dir).exists():
         venv_dir.parent.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(
@@ -148,17 +161,27 @@ def _install(venv_dir: Path, base: str, constraints: Path | None, timeout: float
             str(pins),
             f"label-studio=={LS_VERSION}",
         ]
-        with log_path.open("w") as log:
-            try:
-                pip = subprocess.run(
-                    cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False
-                )
-            except subprocess.TimeoutExpired as err:
-                raise LabelingToolError(
-                    f"Installing label-studio=={LS_VERSION} into {venv_dir} did not finish "
-                    f"within {timeout:.0f} s.",
-                    f"see {log_path}; check the package index is reachable, then run install again",
-                ) from err
+        with (
+            log_path.open("w") as log,
+            progress.task(f"installing Label Studio {LS_VERSION} (packages)") as advance,
+        ):
+            pip = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + timeout
+            seen = 0
+            while pip.poll() is None:
+                if time.monotonic() > deadline:
+                    pip.kill()
+                    pip.wait()
+                    raise LabelingToolError(
+                        f"Installing label-studio=={LS_VERSION} into {venv_dir} did not finish "
+                        f"within {timeout:.0f} s.",
+                        f"see {log_path}; check the package index is reachable, then run "
+                        "install again",
+                    )
+                time.sleep(1.0)
+                collected = _count_collected(log_path)
+                advance(collected - seen)  # also 0: a heartbeat for a log
+                seen = collected
     if pip.returncode != 0:
         raise LabelingToolError(
             f"Installing label-studio=={LS_VERSION} into {venv_dir} failed (pip exit "
@@ -519,9 +542,10 @@ class LocalLabelStudio:
         return self.data_dir / PID_FILE
 
     # -- lifecycle -----------------------------------------------------------------------
-    def start(self) -> LocalLabelStudio:
+    def start(self, progress: Progress = SILENT) -> LocalLabelStudio:
         """Start the server (or adopt the one already running from this data dir) and wait
-        until ``/health`` is UP and the API token is accepted."""
+        until ``/health`` is UP and the API token is accepted (``progress``: the wait, which
+        is ~40 s on a first start that migrates the database)."""
         creds = self.credentials
         running = self._read_pid_file()
         if running is not None:
@@ -578,7 +602,8 @@ class LocalLabelStudio:
         self._started_here = True
         self._write_pid_file()
         try:
-            self._wait_healthy(self.start_timeout)
+            with progress.task(f"starting Label Studio on {self.url}") as advance:
+                self._wait_healthy(self.start_timeout, advance)
             self._verify_token()
         except BaseException:
             self.stop()
@@ -657,9 +682,12 @@ class LocalLabelStudio:
         )
 
     # -- internals -----------------------------------------------------------------------
-    def _wait_healthy(self, timeout: float) -> None:
+    def _wait_healthy(self, timeout: float, advance: Any = None) -> None:
+        """Wait for ``/health`` UP; ``advance(0)`` on every try (a heartbeat for progress)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if advance is not None:
+                advance(0)
             if self._proc is not None and self._proc.poll() is not None:
                 raise LabelingToolError(
                     f"Label Studio exited with code {self._proc.returncode} before answering on "

@@ -73,6 +73,7 @@ from xml.sax.saxutils import quoteattr
 
 from loop.errors import DataError, LabelingToolError
 from loop.records import Label, LabelRejection, LabelRequest, LabelSnapshot
+from loop.text import char_problem, escape_forbidden
 
 if TYPE_CHECKING:
     from label_studio_sdk import LabelStudio
@@ -259,8 +260,14 @@ def annotation_to_label(
     if ann_id is None:
         return Rejection(item_id, "", "annotation has no id")
     annotation_id = str(ann_id)
+    why = char_problem(annotation_id)
+    if why:
+        return Rejection(item_id, escape_forbidden(annotation_id), f"the annotation id {why}")
     created = _parse_time(annotation.get("created_at"))
     annotator = _user(annotation.get("completed_by"))
+    if annotator is not None and (why := char_problem(annotator)):
+        shown = escape_forbidden(annotator)
+        return Rejection(item_id, annotation_id, f"the annotator {shown!r} {why}")
     if annotation.get("was_cancelled"):
         return Label(
             item_id=item_id,
@@ -295,7 +302,7 @@ def annotation_to_label(
     chosen = value.get("choices") if isinstance(value, Mapping) else None
     if not isinstance(chosen, list) or len(chosen) != 1 or not isinstance(chosen[0], str):
         return Rejection(item_id, annotation_id, f"expected exactly one choice, got {chosen!r}")
-    if chosen[0] not in classes:
+    if chosen[0] not in classes:  # also a choice with control characters: no class has them
         return Rejection(
             item_id,
             annotation_id,
@@ -310,6 +317,20 @@ def annotation_to_label(
         created_at=created,
         skipped=False,
     )
+
+
+def task_item_id(task: Mapping[str, Any], id_field: str = ID_FIELD) -> tuple[str | None, str]:
+    """The item id a Label Studio task carries in ``data[id_field]``, or ``(None, why not)``
+    (missing, or breaking the character rule of :mod:`loop.text`)."""
+    data = task.get("data")
+    item = data.get(id_field) if isinstance(data, Mapping) else None
+    if item is None:
+        return None, f"task {task.get('id')} has no {id_field}"
+    item_id = str(item)
+    why = char_problem(item_id)
+    if why:
+        return None, f"task {task.get('id')}: its {id_field} {escape_forbidden(item_id)!r} {why}"
+    return item_id, ""
 
 
 def parse_webhook(
@@ -349,14 +370,10 @@ def parse_webhook(
                 f"{type(annotation).__name__} and {type(task).__name__}.",
                 "register the webhook with send_payload=True",
             )
-        data = task.get("data")
-        item = data.get(id_field) if isinstance(data, Mapping) else None
-        if item is None:
-            rej = Rejection(
-                None, str(annotation.get("id", "")), f"task {task.get('id')} has no {id_field}"
-            )
+        item_id, why = task_item_id(task, id_field)
+        if item_id is None:
+            rej = Rejection(None, escape_forbidden(str(annotation.get("id", ""))), why)
             return WebhookEvent(action, project_id, rejections=(rej,))
-        item_id = str(item)
         out = annotation_to_label(annotation, item_id, classes, choices_name)
         if isinstance(out, Label):
             return WebhookEvent(action, project_id, labels=(out,), item_ids=(item_id,))
@@ -672,6 +689,59 @@ class LabelStudioTool:
             model_version=version,
         )
         self._model_version = version
+
+    # -- ML backend ----------------------------------------------------------------------
+    def connect_ml_backend(self, url: str, user: str, password: str, title: str = "alloop") -> int:
+        """Connect ``url`` as this project's ML backend with HTTP basic auth (idempotent on the
+        URL: an existing connection gets the credentials again); returns its id.
+
+        Label Studio checks the backend's health and setup while connecting, so it must
+        already answer. Connecting adds a project webhook to ``<url>/webhook`` that sends
+        every event without the basic auth; it is removed (labels come through the loop's own
+        webhook). The project's ``model_version``, which connecting resets to the backend's
+        title, is put back, so the loop's pre-annotations stay visible."""
+        pid = self.ensure_project()
+        client = self.client
+        url = url.rstrip("/")
+        project = self._api(f"reading project {pid}", client.projects.get, id=pid)
+        version = getattr(project, "model_version", None) or None
+        auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": user, "basic_auth_pass": password}
+        found = [
+            b
+            for b in self._api(f"listing ML backends of project {pid}", client.ml.list, project=pid)
+            or []
+            if str(getattr(b, "url", "")).rstrip("/") == url
+        ]
+        if found:
+            backend = found[0]
+            self._api(
+                f"updating ML backend {backend.id} of project {pid}",
+                client.ml.update,
+                id=int(backend.id),
+                url=url,
+                project=pid,
+                title=title,
+                **auth,
+            )
+        else:
+            backend = self._api(
+                f"connecting the ML backend {url} to project {pid}",
+                client.ml.create,
+                url=url,
+                project=pid,
+                title=title,
+                **auth,
+            )
+        hooks = self._api(
+            f"listing webhooks of project {pid}", client.webhooks.list, project=str(pid)
+        )
+        for hook in hooks or []:
+            if str(getattr(hook, "url", "")).rstrip("/") == url + "/webhook":
+                self._api(f"removing webhook {hook.id}", client.webhooks.delete, id=int(hook.id))
+        after = self._api(f"reading project {pid}", client.projects.get, id=pid)
+        if version is not None and (getattr(after, "model_version", None) or None) != version:
+            self.set_model_version(version)
+        return int(backend.id)
 
     # -- webhooks ------------------------------------------------------------------------
     def register_webhook(self, url: str, headers: Mapping[str, str] | None = None) -> int:
@@ -990,17 +1060,12 @@ class LabelStudioTool:
             if updated is not None and (cursor is None or updated > cursor):
                 cursor = updated
             anns = [a for a in (task.get("annotations") or []) if isinstance(a, Mapping)]
-            data = task.get("data")
-            item = data.get(ID_FIELD) if isinstance(data, Mapping) else None
-            if item is None:
+            item_id, why = task_item_id(task)
+            if item_id is None:
                 rejections.extend(
-                    Rejection(
-                        None, str(a.get("id", "")), f"task {task.get('id')} has no {ID_FIELD}"
-                    )
-                    for a in anns
+                    Rejection(None, escape_forbidden(str(a.get("id", ""))), why) for a in anns
                 )
                 continue
-            item_id = str(item)
             item_ids[item_id] = None
             for ann in anns:
                 out = annotation_to_label(ann, item_id, self.classes, self._choices_name)

@@ -51,6 +51,7 @@ from loop.records import (
     Query,
     TrainingSet,
 )
+from loop.text import DEFAULT_MAX_CHARS, char_problem, json_problem
 
 T = TypeVar("T")
 
@@ -116,6 +117,12 @@ def _json(value: Any, what: str) -> Any:
             f"found {err}.",
             "convert the value to plain JSON types (NaN and infinity are not allowed: use None).",
         ) from err
+    why = json_problem(value)
+    if why:
+        raise StoreError(
+            f"Expected {what} to hold text without control characters; {why}.",
+            "remove those characters (see loop/text.py for the rule); nothing was written.",
+        )
     return value
 
 
@@ -124,6 +131,12 @@ def _require_str(value: Any, what: str, *, empty: bool = False) -> str:
         raise StoreError(
             f"Expected {what} to be a non-empty string; found {value!r}.",
             f"give every record a string {what}.",
+        )
+    why = char_problem(value)
+    if why:
+        raise StoreError(
+            f"Expected {what} to be text without control characters; {value[:60]!r} {why}.",
+            "remove those characters (see loop/text.py for the rule); nothing was written.",
         )
     return value
 
@@ -247,21 +260,36 @@ class SqlStore:
     created) or ``postgresql+psycopg://user@host:5432/db``. Usable as a context manager.
     """
 
-    def __init__(self, engine: Engine, url: URL, *, clock: Callable[[], datetime] = _now) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        url: URL,
+        *,
+        clock: Callable[[], datetime] = _now,
+        max_text_chars: int = DEFAULT_MAX_CHARS,
+    ) -> None:
         """Wrap an engine whose database is already at the current schema (see ``open``).
-        ``clock`` gives the current time of leases (timezone-aware UTC; naive means UTC)."""
+        ``clock`` gives the current time of leases (timezone-aware UTC; naive means UTC).
+        ``max_text_chars`` is the longest item text ``add_items`` accepts."""
         self._engine = engine
         self._url = url
         self._clock = clock
         self._closed = False
+        self.max_text_chars = max_text_chars
 
     # -- lifecycle -----------------------------------------------------------------------
     @classmethod
     def open(
-        cls, url: str, *, migrate: bool = True, clock: Callable[[], datetime] | None = None
+        cls,
+        url: str,
+        *,
+        migrate: bool = True,
+        clock: Callable[[], datetime] | None = None,
+        max_text_chars: int = DEFAULT_MAX_CHARS,
     ) -> SqlStore:
         """Connect to ``url`` and, with ``migrate``, upgrade its schema to the newest revision.
         ``clock`` replaces ``datetime.now(UTC)`` as the time of leases (tests pass a fake one).
+        ``max_text_chars``: the longest item text accepted (setting ``text.max_chars``).
 
         Raises StoreError when the database cannot be reached, or when ``migrate`` is False and
         the schema is not current (run ``alloop db upgrade``)."""
@@ -287,7 +315,7 @@ class SqlStore:
         except SQLAlchemyError as err:
             engine.dispose()
             raise connection_error(parsed, "open the store", err) from err
-        return cls(engine, parsed, clock=clock or _now)
+        return cls(engine, parsed, clock=clock or _now, max_text_chars=max_text_chars)
 
     @property
     def url(self) -> str:
@@ -386,6 +414,13 @@ class SqlStore:
                 raise StoreError(f"Expected Item records; found {type(item).__name__}.")
             _require_str(item.id, "item id")
             _require_str(item.text, f"text of item {item.id!r}", empty=True)
+            if len(item.text) > self.max_text_chars:
+                raise StoreError(
+                    f"Expected texts of at most {self.max_text_chars:,} characters; item "
+                    f"{item.id!r} has {len(item.text):,}.",
+                    "shorten the text, or raise text.max_chars (ALLOOP_TEXT__MAX_CHARS); "
+                    "nothing was written.",
+                )
             _check_choice(item.split, SPLITS, f"split of item {item.id!r}")
             if item.meta:
                 _json(item.meta, f"meta of item {item.id!r}")

@@ -9,10 +9,12 @@
 - write API, header ``Authorization: Bearer <api_token>`` (else 401): ``POST /api/iterations``,
   ``/api/retrain``, ``/api/nightly`` (202: the worker runs them), ``/api/models/{id}/promote``,
   ``/api/models/rollback``;
-- ``/ml/...`` -- Label Studio's ML-backend protocol (:mod:`loop.service.mlbackend`).
+- ``/ml/...`` -- Label Studio's ML-backend protocol (:mod:`loop.service.mlbackend`), HTTP basic
+  auth with ``service.ml_user`` and the ML password (else 401, nothing done).
 
-Every request body is limited to ``service.max_body_bytes`` (413). Secrets never appear in a
-response or a log line.
+Every request body is limited to ``service.max_body_bytes`` (413). Every error answers one
+shape, :class:`loop.service.errors.ErrorOut`, and each operation lists the codes it can return.
+Secrets never appear in a response or a log line.
 """
 
 from __future__ import annotations
@@ -29,20 +31,89 @@ from pydantic import BaseModel, Field
 
 from loop.errors import ConfigError, DataError, ModelError, StoreError
 from loop.service.core import SECRET_HEADER, WEBHOOK_PATH, LoopService, UnknownItemError
+from loop.service.errors import document_errors, error_responses, install_error_handlers
 from loop.service.mlbackend import ml_backend_router
 from loop.service.status import iteration_info, learning_curve, model_info
 
 log = logging.getLogger("alloop.service.http")
 
-_bearer = HTTPBearer(auto_error=False, description="the service's api_token")
-_secret = APIKeyHeader(
-    name=SECRET_HEADER, auto_error=False, description="the webhook secret Label Studio sends"
+_bearer = HTTPBearer(
+    auto_error=False, scheme_name="apiToken", description="the service's api_token"
 )
+_secret = APIKeyHeader(
+    name=SECRET_HEADER,
+    auto_error=False,
+    scheme_name="webhookSecret",
+    description="the webhook secret Label Studio sends",
+)
+# what the webhook endpoint reads (parsed by the labeling tool's own parser, not by FastAPI)
+_ANNOTATION_ACTIONS = ["ANNOTATION_CREATED", "ANNOTATION_UPDATED"]
+_WEBHOOK_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "title": "LabelStudioEvent",
+                    "description": "A Label Studio webhook payload (send_payload=True). "
+                    "ANNOTATION_CREATED/UPDATED carry the annotation and its task (whose data "
+                    "holds the alloop_id of an ingested item); ANNOTATIONS_DELETED the deleted "
+                    "annotations' ids; any other action is acknowledged and ignored.",
+                    "type": "object",
+                    "required": ["action"],
+                    "properties": {
+                        "action": {"type": "string", "minLength": 1},
+                        "project": {"anyOf": [{"type": "object"}, {"type": "integer"}]},
+                        "annotation": {
+                            "type": "object",
+                            "required": ["id"],
+                            "properties": {
+                                "id": {"anyOf": [{"type": "integer"}, {"type": "string"}]},
+                                "result": {"type": "array", "items": {"type": "object"}},
+                                "was_cancelled": {"type": "boolean"},
+                            },
+                        },
+                        "task": {
+                            "type": "object",
+                            "properties": {"id": {"type": "integer"}, "data": {"type": "object"}},
+                        },
+                        "annotations": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["id"],
+                                "properties": {
+                                    "id": {"anyOf": [{"type": "integer"}, {"type": "string"}]}
+                                },
+                            },
+                        },
+                    },
+                    "allOf": [
+                        {
+                            "if": {
+                                "properties": {"action": {"enum": _ANNOTATION_ACTIONS}},
+                                "required": ["action"],
+                            },
+                            "then": {"required": ["annotation", "task"]},
+                        },
+                        {
+                            "if": {
+                                "properties": {"action": {"const": "ANNOTATIONS_DELETED"}},
+                                "required": ["action"],
+                            },
+                            "then": {"required": ["annotations"]},
+                        },
+                    ],
+                }
+            }
+        },
+    }
+}
 
 
 class TriggerOut(BaseModel):
     kind: str = Field(description="iteration | retrain | nightly")
-    state: str = Field(description="started | queued | coalesced | blocked")
+    state: str = Field(description="started | queued | coalesced | up-to-date | blocked")
     detail: str
     running: str | None = Field(None, description="the kind of the job in progress, if any")
     lease_holder: str | None = Field(
@@ -155,6 +226,7 @@ def create_app(service: LoopService) -> FastAPI:
     )
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=service.settings.service.max_body_bytes)
+    install_error_handlers(app)
 
     @app.exception_handler(StoreError)
     async def _store_error(request: Request, err: StoreError) -> JSONResponse:
@@ -177,7 +249,8 @@ def create_app(service: LoopService) -> FastAPI:
                 status_code=401,
                 detail=(
                     "this endpoint needs the header 'Authorization: Bearer <api_token>' with the "
-                    "service's API token (service.api_token, or api_token in <home>/service.json)."
+                    "service's API token. Fix: send service.api_token, or api_token from "
+                    "<home>/service.json."
                 ),
                 headers={"WWW-Authenticate": "Bearer"},
             )
@@ -192,7 +265,13 @@ def create_app(service: LoopService) -> FastAPI:
             scheduler=service.settings.service.nightly is not None,
         )
 
-    @app.post(WEBHOOK_PATH, response_model=WebhookOut, tags=["webhook"])
+    @app.post(
+        WEBHOOK_PATH,
+        response_model=WebhookOut,
+        tags=["webhook"],
+        openapi_extra=_WEBHOOK_BODY,
+        responses=error_responses(400, 401, 413, 422, 503),
+    )
     async def label_studio_webhook(
         request: Request, secret: Annotated[str | None, Security(_secret)]
     ) -> WebhookOut:
@@ -230,14 +309,14 @@ def create_app(service: LoopService) -> FastAPI:
         return WebhookOut(**result.as_dict())
 
     # -- read API ----------------------------------------------------------------------------
-    @app.get("/api/status", tags=["read"])
+    @app.get("/api/status", tags=["read"], responses=error_responses(503))
     def status() -> dict[str, Any]:
         """Pool, labels per class, agreement, ties, rejected answers, the evaluation sample and
         whether metrics are trustworthy, the current model and its metrics, the running job and
         its progress, the lease, webhook and poll figures, the nightly schedule."""
         return service.status()
 
-    @app.get("/api/iterations", tags=["read"])
+    @app.get("/api/iterations", tags=["read"], responses=error_responses(422, 503))
     def iterations(
         limit: Annotated[int, Query(ge=1, le=10_000, description="the newest this many")] = 100,
     ) -> dict[str, Any]:
@@ -245,7 +324,7 @@ def create_app(service: LoopService) -> FastAPI:
         its = service.store.iterations()[-limit:]
         return {"iterations": [iteration_info(i) for i in its]}
 
-    @app.get("/api/models", tags=["read"])
+    @app.get("/api/models", tags=["read"], responses=error_responses(503))
     def models() -> dict[str, Any]:
         """Model versions, oldest first, with metrics and the promotion decision; ``current``
         is the one the loop uses."""
@@ -255,7 +334,7 @@ def create_app(service: LoopService) -> FastAPI:
             "models": [model_info(m) for m in service.store.model_versions()],
         }
 
-    @app.get("/api/learning-curve", tags=["read"])
+    @app.get("/api/learning-curve", tags=["read"], responses=error_responses(503))
     def curve() -> dict[str, Any]:
         """Labels trained on against test / evaluation-sample accuracy and macro-F1, one point
         per model version."""
@@ -263,6 +342,7 @@ def create_app(service: LoopService) -> FastAPI:
 
     # -- write API ---------------------------------------------------------------------------
     auth = [Depends(require_token)]
+    write_errors = error_responses(401, 503)
 
     @app.post(
         "/api/iterations",
@@ -270,6 +350,7 @@ def create_app(service: LoopService) -> FastAPI:
         response_model=TriggerOut,
         dependencies=auth,
         tags=["write"],
+        responses=write_errors,
     )
     def trigger_iteration() -> TriggerOut:
         """Run one iteration in the background (retrain if enough new labels, select, push)."""
@@ -281,10 +362,18 @@ def create_app(service: LoopService) -> FastAPI:
         response_model=TriggerOut,
         dependencies=auth,
         tags=["write"],
+        responses=error_responses(401, 422, 503),
     )
-    def trigger_retrain() -> TriggerOut:
-        """Run one iteration with a forced retrain in the background."""
-        return TriggerOut(**service.trigger("retrain", "api").as_dict())
+    def trigger_retrain(
+        push: Annotated[
+            bool,
+            Query(description="push a new batch even when no label arrived since the last model"),
+        ] = False,
+    ) -> TriggerOut:
+        """Retrain in the background, then push the next batch when labels arrived since the
+        last model (or ``push=true``). With nothing new to learn (same labels, same settings)
+        the answer is ``up-to-date`` and nothing runs; presses while a retrain waits coalesce."""
+        return TriggerOut(**service.trigger("retrain", "api", push=push).as_dict())
 
     @app.post(
         "/api/nightly",
@@ -292,13 +381,20 @@ def create_app(service: LoopService) -> FastAPI:
         response_model=TriggerOut,
         dependencies=auth,
         tags=["write"],
+        responses=write_errors,
     )
     def trigger_nightly() -> TriggerOut:
         """Run the nightly job now: retrain on all labels, promote only if not worse, refresh
         the predictions of tasks waiting for an answer."""
         return TriggerOut(**service.trigger("nightly", "api").as_dict())
 
-    @app.post("/api/models/rollback", response_model=ModelOut, dependencies=auth, tags=["write"])
+    @app.post(
+        "/api/models/rollback",
+        response_model=ModelOut,
+        dependencies=auth,
+        tags=["write"],
+        responses=error_responses(401, 409, 503),
+    )
     def rollback() -> ModelOut:
         """Reject the current model and return to the promoted version before it."""
         try:
@@ -314,6 +410,7 @@ def create_app(service: LoopService) -> FastAPI:
         response_model=ModelOut,
         dependencies=auth,
         tags=["write"],
+        responses=error_responses(401, 404, 409, 503),
     )
     def promote(version_id: str) -> ModelOut:
         """Make a model version the current one."""
@@ -331,5 +428,8 @@ def create_app(service: LoopService) -> FastAPI:
         current = service.controller.current_model()
         return ModelOut(id=mv.id, status=mv.status, current=current.id if current else None)
 
-    app.include_router(ml_backend_router(service), prefix="/ml", tags=["ml-backend"])
+    app.include_router(
+        ml_backend_router(service, service.secrets.ml_ok), prefix="/ml", tags=["ml-backend"]
+    )
+    document_errors(app)
     return app

@@ -184,7 +184,8 @@ class _Pending:
 
     check: bool = False  # labels arrived / a poll ran / start: is an iteration due?
     iteration: bool = False  # an iteration was asked for (API, ML backend)
-    force_train: bool = False  # ... with a forced retrain
+    force_train: bool = False  # ... with a retrain (skipped when the model is up to date)
+    push: bool = False  # ... pushing a new batch even when no label arrived
     nightly: bool = False
     # who asked, per kind ("check" | "iteration" | "nightly"), in order
     sources: dict[str, dict[str, None]] = field(
@@ -198,6 +199,7 @@ class _Pending:
         self.check |= other.check
         self.iteration |= other.iteration
         self.force_train |= other.force_train
+        self.push |= other.push
         self.nightly |= other.nightly
         for kind, who in other.sources.items():
             self.sources[kind].update(who)
@@ -210,8 +212,8 @@ class _Pending:
 class TriggerResult:
     """What became of a trigger: ``started`` (the idle worker takes it now), ``queued`` (runs
     after the job in progress), ``coalesced`` (the same request was already waiting: one job
-    serves both) or ``blocked`` (another process holds the iteration lease; retried until it
-    is free)."""
+    serves both), ``up-to-date`` (a retrain with nothing new to learn: no job) or ``blocked``
+    (another process holds the iteration lease; retried until it is free)."""
 
     kind: str
     state: str
@@ -336,7 +338,11 @@ class LoopService:
         self.settings = settings
         svc = settings.service
         self.secrets = secrets or load_or_create_secrets(
-            settings.home, svc.api_token, svc.webhook_secret
+            settings.home,
+            svc.api_token,
+            svc.webhook_secret,
+            svc.ml_password,
+            ml_user=svc.ml_user,
         )
         if refill_below is None:
             refill_below = (
@@ -375,6 +381,7 @@ class LoopService:
         self._last_poll: dict[str, Any] | None = None
         self.webhook_stats = _WebhookStats()
         self.webhook_id: int | None = None
+        self.ml_backend: int | None = None  # Label Studio's id of the ML backend connection
 
     # -- construction from settings ------------------------------------------------------
     @classmethod
@@ -385,6 +392,7 @@ class LoopService:
         store: Store | None = None,
         handle: LabelStudioHandle | None = None,
         say: Callable[[str], None] = print,
+        progress: Progress = SILENT,
     ) -> LoopService:
         """Build every part through :mod:`loop.wiring`: the store (when none is given; the
         service then closes it on ``stop``), the class list, Label Studio (``handle``, or the
@@ -403,7 +411,7 @@ class LoopService:
             classes = project_classes(settings, store)
             handle = handle if handle is not None else label_studio(settings, say=say)
             tool = make_labelstudio_tool(settings, handle, classes)
-            controller = build_controller(settings, store, tool, classes)
+            controller = build_controller(settings, store, tool, classes, progress=progress)
         except BaseException:
             if owns:
                 store.close()
@@ -426,11 +434,17 @@ class LoopService:
     def webhook_url(self) -> str:
         return self.public_url + WEBHOOK_PATH
 
+    @property
+    def ml_url(self) -> str:
+        return self.public_url + "/ml"
+
     # -- lifecycle -----------------------------------------------------------------------
-    def start(self, *, register_webhook: bool = True) -> None:
-        """Register the webhook (idempotent), then start the poller (it polls at once: events
-        lost while the service was down are ingested), the worker (it resumes an unfinished
-        iteration) and the nightly schedule."""
+    def start(self, *, register_webhook: bool = True, connect_ml_backend: bool = True) -> None:
+        """Register the webhook (idempotent) and, with ``service.connect_ml_backend``, connect
+        ``<public_url>/ml`` as the project's ML backend with basic auth (the HTTP server must
+        already listen: Label Studio calls it while connecting); then start the poller (it
+        polls at once: events lost while the service was down are ingested), the worker (it
+        resumes an unfinished iteration) and the nightly schedule."""
         if self._worker is not None:
             raise ConfigError("the service is already started.", "call stop() first.")
         register = getattr(self.tool, "register_webhook", None)
@@ -439,6 +453,16 @@ class LoopService:
                 self.webhook_url, {SECRET_HEADER: self.secrets.webhook_secret}
             )
             log.info("Label Studio sends annotation events to %s", self.webhook_url)
+        self.ml_backend = None
+        connect = getattr(self.tool, "connect_ml_backend", None)
+        if connect_ml_backend and self.settings.service.connect_ml_backend and connect is not None:
+            try:
+                self.ml_backend = connect(
+                    self.ml_url, self.secrets.ml_user, self.secrets.ml_password
+                )
+                log.info("connected %s as the project's ML backend (basic auth)", self.ml_url)
+            except AlloopError as err:  # the loop works without it: say so and go on
+                log.warning("could not connect the ML backend %s: %s", self.ml_url, err)
         self._stop.clear()
         self._signal(check=True, source="start")
         self._worker = threading.Thread(target=self._worker_loop, name="alloop-worker", daemon=True)
@@ -494,6 +518,7 @@ class LoopService:
         iteration: bool = False,
         force_train: bool = False,
         nightly: bool = False,
+        push: bool = False,
         source: str,
     ) -> bool:
         """Add work for the worker; returns whether the same kind of work was already waiting."""
@@ -502,12 +527,15 @@ class LoopService:
             if nightly:
                 already = p.nightly
             elif iteration:
-                already = p.iteration and (p.force_train or not force_train)
+                already = (
+                    p.iteration and (p.force_train or not force_train) and (p.push or not push)
+                )
             else:
                 already = p.check
             p.check |= check
             p.iteration |= iteration
             p.force_train |= force_train
+            p.push |= push
             p.nightly |= nightly
             kind = "nightly" if nightly else "iteration" if iteration else "check"
             p.sources[kind][source] = None
@@ -522,19 +550,38 @@ class LoopService:
         """Have the poller sync at once (e.g. an annotation was deleted)."""
         self._reconcile.set()
 
-    def trigger(self, kind: str, source: str) -> TriggerResult:
+    def trigger(self, kind: str, source: str, *, push: bool = False) -> TriggerResult:
         """Ask for a job: ``iteration`` (train if due, select, push), ``retrain`` (an
-        iteration with a forced retrain) or ``nightly`` (retrain on all labels, promote if not
-        worse, refresh waiting tasks). Returns at once; see :class:`TriggerResult`."""
+        iteration with a retrain) or ``nightly`` (retrain on all labels, promote if not
+        worse, refresh waiting tasks). Returns at once; see :class:`TriggerResult`.
+
+        A retrain learns only from something new: when the current model is already trained on
+        the current labels with the current settings it is ``up-to-date`` and no job runs
+        (also for a retrain that waited behind a job that trained on the same labels). It
+        pushes a new batch only when labels changed since the previous model, the queue needs
+        a refill, or ``push`` asks for one."""
         if kind not in ("iteration", "retrain", "nightly"):
             raise ConfigError(f"unknown job kind {kind!r}.", "use iteration, retrain or nightly.")
+        running = self._running
+        if kind == "retrain" and not push and running is None:
+            with self._cv:
+                waiting = self._pending.iteration
+            fresh, why = (False, "") if waiting else self.controller.up_to_date()
+            if fresh:
+                log.info("retrain requested by %s: up to date (%s)", source, why)
+                return TriggerResult(
+                    kind,
+                    "up-to-date",
+                    f"{why}: nothing new to learn, no retrain and no new batch (POST "
+                    "/api/retrain?push=true pushes a batch from the current model)",
+                )
         coalesced = self._signal(
             iteration=kind != "nightly",
             force_train=kind == "retrain",
+            push=push,
             nightly=kind == "nightly",
             source=source,
         )
-        running = self._running
         holder = self._lease_holder()
         other = holder if holder is not None and holder != self.holder else None
         if coalesced:
@@ -760,7 +807,8 @@ class LoopService:
                     due, force, reason = self._iteration_due(work)  # again, under the lease
                     if due:
                         kind = "retrain" if force else "iteration"
-                        self._run_job(kind, work, reason, lambda: self._iterate(force))
+                        push = work.push
+                        self._run_job(kind, work, reason, lambda: self._iterate(force, push))
                         ran = True
             finally:
                 heartbeat.stop()
@@ -848,17 +896,39 @@ class LoopService:
             self._running = None
         return job
 
-    def _iterate(self, force: bool) -> dict[str, Any]:
+    def _iterate(self, force: bool, push: bool = False) -> dict[str, Any]:
+        """One iteration (a resumed one first). ``force``: a retrain, unless the model is up to
+        date; its batch is pushed only when labels changed, the queue needs a refill or
+        ``push`` asks (else the iteration selects nothing)."""
         from loop.runner import describe
 
-        rep = self.controller.run_iteration(force_train=force)
-        reports = [rep]
-        if force and rep.resumed_from is not None and not rep.trained:
-            # the forced retrain was not served by the resumed iteration
-            reports.append(self.controller.run_iteration(force_train=True))
+        ctrl = self.controller
+        notes: list[str] = []
+        rep = None
+        if self.store.unfinished_iteration() is not None:
+            rep = ctrl.run_iteration()
+        reports = [rep] if rep is not None else []
+        if force or rep is None:
+            k: int | None = None
+            train = force
+            if force:
+                fresh, why = ctrl.up_to_date()
+                train = not fresh
+                current = ctrl.current_model()
+                new_labels = current is None or self.store.label_revision() > current.label_revision
+                refill = len(ctrl.waiting()) < self.refill_below and bool(self.store.pool())
+                if not (push or new_labels or refill):
+                    k = 0
+                    notes.append(
+                        "no label arrived since the current model: no new batch (POST "
+                        "/api/retrain?push=true pushes one)"
+                    )
+                if fresh:
+                    notes.append(f"no retrain: {why}")
+            reports.append(ctrl.run_iteration(force_train=train, k=k))
         return {
             "iterations": [_report_dict(r) for r in reports],
-            "summary": "; ".join(describe(r) for r in reports),
+            "summary": "; ".join([*(describe(r) for r in reports), *notes]),
         }
 
     def _nightly(self) -> dict[str, Any]:

@@ -22,27 +22,38 @@ and the server calls, with these timeouts (Label Studio 1.23.2, ``ml/api_connect
   ``ff_back_dev_1417_start_training_mlbackend_webhooks_250122_long`` flag off; same effect;
 - ``GET /versions`` -> ``{"versions": [<model version ids, newest first>]}``.
 
-Label Studio sends no credentials to an ML backend, so these endpoints have none; they never
-return secrets (the setup's ``access_token`` and the predict ``params`` login are neither
-stored nor echoed, also not in 422 answers).
+Authentication: Label Studio 1.23 sends HTTP basic auth on *every* call to an ML backend
+whose connection has ``auth_method = BASIC_AUTH`` (health and setup when connecting, predict,
+train, versions). So every ``/ml`` endpoint needs ``Authorization: Basic`` with the service's
+``service.ml_user`` and ML password (``ml_password`` in ``<home>/service.json``); anything else
+is 401 before the body is read, and nothing changes. ``alloop serve`` connects itself with
+those credentials. The project webhook Label Studio adds by itself when a backend is connected
+(``<url>/webhook``, every project event, sent *without* the basic auth) is removed by the
+service, since labels reach it through its own authenticated webhook.
+
+These endpoints never return secrets (the setup's ``access_token`` and the predict ``params``
+login are neither stored nor echoed, also not in 422 answers).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol, TypeVar
 
 import numpy as np
-from fastapi import APIRouter, Body, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request, Security
 from fastapi.encoders import jsonable_encoder
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from loop.contracts import Classifier
 from loop.errors import AlloopError, ModelError
+from loop.service.errors import ApiError, error_responses, summary, validation_items
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +67,29 @@ _TEXT_TAGS = {"Text", "HyperText", "Paragraphs"}
 
 
 BaseModelT = TypeVar("BaseModelT", bound=BaseModel)
-# bodies are read as plain JSON and validated by ``_parse``: FastAPI's own 422 would echo them
-JsonBody = Annotated[Any, Body()]
+_basic = HTTPBasic(
+    auto_error=False,
+    realm="alloop ML backend",
+    description="service.ml_user and the ML password (ml_password in <home>/service.json)",
+)
+
+
+async def _json_body(request: Request) -> Any:
+    """The body as JSON, read only once the credentials passed (a dependency after the auth
+    check); validated by ``_parse``, since FastAPI's own 422 would echo what was sent."""
+    raw = await request.body()
+    try:
+        return json.loads(raw) if raw.strip() else None
+    except ValueError:
+        raise ApiError(
+            422,
+            "expected a JSON body, found bytes that are not JSON. Fix: send the request as "
+            "Label Studio does (Content-Type: application/json).",
+            [{"loc": ["body"], "msg": "not valid JSON", "type": "json_invalid"}],
+        ) from None
+
+
+JsonBody = Annotated[Any, Depends(_json_body)]
 
 
 class MLBackendService(Protocol):
@@ -80,9 +112,24 @@ class SetupRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    project: str | int | None = Field(None, description="'<project id>.<created timestamp>'")
-    label_config: str | None = Field(None, alias="schema", description="the labeling config XML")
-    hostname: str | None = None
+    project: StrictStr | StrictInt | None = Field(
+        None, description="'<project id>.<created timestamp>'"
+    )
+    label_config: StrictStr | None = Field(
+        None, alias="schema", description="the labeling config XML"
+    )
+    hostname: StrictStr | None = None
+
+
+class TaskIn(BaseModel):
+    """A Label Studio task as ``/predict`` receives it: its ``data`` holds the text."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: StrictInt | StrictStr | None = None
+    data: dict[str, Any] = Field(
+        description="the task's data, e.g. {'text': ..., 'alloop_id': ...}"
+    )
 
 
 class PredictRequest(BaseModel):
@@ -91,11 +138,22 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    tasks: list[dict[str, Any]] = Field(
+    tasks: list[TaskIn] = Field(
         description="Label Studio tasks, each with a 'data' object holding the text"
     )
-    project: str | int | None = None
-    label_config: str | None = None
+    project: StrictStr | StrictInt | None = None
+    label_config: StrictStr | None = None
+
+
+class WebhookRequest(BaseModel):
+    """A Label Studio project event; ``START_TRAINING`` is the "Start training" button."""
+
+    model_config = ConfigDict(extra="allow")
+
+    action: StrictStr = Field(min_length=1, description="START_TRAINING or any project event")
+    project: dict[str, Any] | StrictInt | None = Field(
+        None, description="the project (an object with its id) or its id"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,27 +235,8 @@ def _parse(model: type[BaseModelT], payload: Any) -> BaseModelT:
     try:
         return model.model_validate(payload)
     except ValidationError as err:
-        raise HTTPException(
-            status_code=422,
-            detail=[
-                {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
-                for e in err.errors(include_url=False, include_input=False)
-            ],
-        ) from None
-
-
-def _check_tasks(tasks: Sequence[Mapping[str, Any]]) -> None:
-    for n, task in enumerate(tasks):
-        if not isinstance(task.get("data"), Mapping):
-            found = type(task.get("data")).__name__ if "data" in task else "no 'data' key"
-            raise HTTPException(
-                status_code=422,
-                detail=(
-                    f"tasks[{n}] (id {task.get('id')!r}): expected a 'data' object holding the "
-                    f"text, found {found}. Fix: send Label Studio tasks as the server does "
-                    '({"id": ..., "data": {"text": ...}}).'
-                ),
-            )
+        items = validation_items(err.errors(include_url=False, include_input=False))
+        raise ApiError(422, summary(items), items) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,11 +291,43 @@ def _unavailable(err: AlloopError) -> HTTPException:
     return HTTPException(status_code=503, detail=str(err))
 
 
-def ml_backend_router(service: MLBackendService) -> APIRouter:
+def ml_backend_router(
+    service: MLBackendService, credentials_ok: Callable[[str, str], bool] | None
+) -> APIRouter:
     """The ML-backend endpoints over ``service.controller`` (read on every request, so a
     service may replace its controller). Mount with ``app.include_router(router, prefix="/ml")``
-    and connect Label Studio to ``<service url>/ml``."""
-    router = APIRouter()
+    and connect Label Studio to ``<service url>/ml``.
+
+    ``credentials_ok(user, password)`` decides the basic auth every endpoint needs (401 before
+    anything is read or done); None serves them without authentication (an app that checks
+    credentials itself, in front of the router)."""
+
+    async def authorized(
+        request: Request, cred: Annotated[HTTPBasicCredentials | None, Security(_basic)]
+    ) -> None:
+        if credentials_ok is None:
+            return
+        if cred is None or not credentials_ok(cred.username, cred.password):
+            log.warning(
+                "refused %s %s from %s: %s ML-backend credentials",
+                request.method,
+                request.url.path,
+                request.client.host if request.client else "?",
+                "no" if cred is None else "wrong",
+            )
+            raise ApiError(
+                401,
+                "the ML backend needs HTTP basic auth with service.ml_user and the ML password "
+                "(ml_password in <home>/service.json). Fix: in Label Studio's model connection "
+                "turn on Basic Authentication with those values (alloop serve connects itself "
+                "with them).",
+                headers={"WWW-Authenticate": 'Basic realm="alloop ML backend"'},
+            )
+
+    router = APIRouter(
+        dependencies=[Depends(authorized)],
+        responses=error_responses(401, 503) if credentials_ok is not None else {},
+    )
     predict_lock = threading.Lock()  # one scoring batch at a time: the CPU is the limit
 
     def current_version() -> Any:
@@ -274,16 +345,18 @@ def ml_backend_router(service: MLBackendService) -> APIRouter:
             "classes": list(service.controller.classes),
         }
 
-    @router.post("/setup", openapi_extra=_body_doc(SetupRequest))
+    @router.post(
+        "/setup", openapi_extra=_body_doc(SetupRequest), responses=error_responses(413, 422)
+    )
     def setup(payload: JsonBody) -> dict[str, Any]:
         """The current model version (``untrained`` before the first model)."""
         body = _parse(SetupRequest, payload)
         target = choices_target(body.label_config)
         classes = tuple(service.controller.classes)
         if target.choices is not None and not set(target.choices) & set(classes):
-            raise HTTPException(
-                status_code=422,
-                detail=(
+            raise ApiError(
+                422,
+                (
                     f"the project's labeling config offers choices {list(target.choices)}, "
                     f"none of the loop's classes {list(classes)}. Fix: connect this backend to "
                     "the project the loop labels, or set the loop's classes to the project's."
@@ -294,49 +367,39 @@ def ml_backend_router(service: MLBackendService) -> APIRouter:
         log.debug("setup from Label Studio project %s: model version %s", body.project, version)
         return {"model_version": version}
 
-    @router.post("/predict", openapi_extra=_body_doc(PredictRequest))
+    @router.post(
+        "/predict", openapi_extra=_body_doc(PredictRequest), responses=error_responses(413, 422)
+    )
     def predict(payload: JsonBody) -> dict[str, Any]:
         """One prediction per task, in order, from the current model."""
         body = _parse(PredictRequest, payload)
-        _check_tasks(body.tasks)
+        tasks = [t.model_dump() for t in body.tasks]
         target = choices_target(body.label_config)
         mv = current_version()
         if mv is None:
             return {
-                "results": [{"result": [], "score": None, "model_version": UNTRAINED}]
-                * len(body.tasks)
+                "results": [{"result": [], "score": None, "model_version": UNTRAINED}] * len(tasks)
             }
         with predict_lock:
             try:
                 clf = service.controller.load_classifier(mv)
-                results = predict_tasks(clf, mv.id, body.tasks, target)
+                results = predict_tasks(clf, mv.id, tasks, target)
             except AlloopError as err:
                 raise _unavailable(err) from err
         return {"results": results}
 
-    @router.post("/webhook")
+    @router.post(
+        "/webhook", openapi_extra=_body_doc(WebhookRequest), responses=error_responses(413, 422)
+    )
     def webhook(payload: JsonBody) -> dict[str, Any]:
         """``START_TRAINING`` asks the service for a background retrain; every other event is
         acknowledged."""
-        action = payload.get("action") if isinstance(payload, dict) else None
-        if not isinstance(action, str) or not action:
-            found = (
-                f"keys {sorted(payload)[:10]}"
-                if isinstance(payload, dict)
-                else type(payload).__name__
-            )
-            raise HTTPException(
-                status_code=422,
-                detail=(
-                    f"expected a JSON object with a string 'action', found {found}. Fix: point "
-                    "only Label Studio project events at this endpoint."
-                ),
-            )
-        if action != TRAIN_ACTION:
-            return {"status": "ok", "action": action, "handled": False}
-        project = payload.get("project")
+        body = _parse(WebhookRequest, payload)
+        if body.action != TRAIN_ACTION:
+            return {"status": "ok", "action": body.action, "handled": False}
+        project = body.project
         pid = project.get("id") if isinstance(project, dict) else project
-        return {"status": "ok", "action": action, "handled": True, **_retrain(pid)}
+        return {"status": "ok", "action": body.action, "handled": True, **_retrain(pid)}
 
     @router.post("/train")
     def train() -> dict[str, Any]:

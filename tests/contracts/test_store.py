@@ -1755,3 +1755,47 @@ def test_fifty_thousand_items_insert_and_pool(store: SqlStore) -> None:
         ).existing
         == n
     )
+
+
+# -- the text rule (loop/text.py): the same on SQLite and PostgreSQL ------------------------
+@pytest.mark.parametrize("bad", ["nul\x00inside", "esc\x1b[31m", "c1\x9f", "lone\ud800"])
+def test_control_characters_are_refused_whole_and_nothing_is_written(
+    store: Store, bad: str
+) -> None:
+    store.add_items(items_("ok"))
+    with pytest.raises(StoreError, match="control character") as err:
+        store.add_items([*items_("fine"), Item(id="x", text=bad)])
+    assert "nothing was written" in str(err.value)
+    assert [i.id for i in store.items()] == ["ok"]
+    for item in (Item(id=f"id{bad}", text="t"), Item(id="m", text="t", meta={"note": bad})):
+        with pytest.raises(StoreError, match="control character"):
+            store.add_items([item])
+    with pytest.raises(StoreError, match="control character"):
+        store.add_labels([lab("ok", "pos", "a1"), lab("ok", "pos", "a2", annotator=bad)])
+    with pytest.raises(StoreError, match="control character"):
+        store.add_labels([lab("ok", bad, "a3")])
+    assert store.labels() == [] and store.label_revision() == 0
+    with pytest.raises(StoreError, match="control character"):
+        store.record_rejections([LabelRejection("ok", "ls", "a4", f"reason {bad}")])
+    assert store.rejections() == []
+    with pytest.raises(StoreError, match="control character"):
+        store.set_meta("k", {"v": bad})
+    assert store.get_meta("k") is None
+
+
+def test_tab_newline_carriage_return_and_unicode_are_kept(store: Store) -> None:
+    text = "line one\r\nline\ttwo\u2028 — ünïcode 🙂"
+    store.add_items([Item(id="u", text=text, meta={"note": "a\tb"})])
+    (got,) = store.get_items(["u"])
+    assert got.text == text and got.meta == {"note": "a\tb"}
+
+
+def test_texts_over_the_stores_cap_are_refused(store_url: str) -> None:
+    s = SqlStore.open(store_url, max_text_chars=50)
+    try:
+        s.add_items([Item(id="a", text="x" * 50)])
+        with pytest.raises(StoreError, match="at most 50 characters; item 'b' has 51"):
+            s.add_items([Item(id="b", text="x" * 51), Item(id="c", text="short")])
+        assert [i.id for i in s.items()] == ["a"]
+    finally:
+        s.close()

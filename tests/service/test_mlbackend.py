@@ -3,6 +3,7 @@ bag-of-words trainer (pure logic). Label Studio itself calls it in test_mlbacken
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from loop.controller import Controller
 from loop.errors import ConfigError
 from loop.oracle import OracleTool
 from loop.records import Item, Label
+from loop.service.errors import install_error_handlers
 from loop.service.mlbackend import (
     UNTRAINED,
     ChoicesTarget,
@@ -27,6 +29,11 @@ from loop.service.mlbackend import (
 from tests.fakes import BowTrainer, toy_corpus
 
 SECRET = "0123456789abcdef0123456789abcdef01234567"
+ML_AUTH = ("alloop", "ml-password-0123456789")
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def config(
@@ -76,8 +83,9 @@ def env(tmp_path: Path):  # type: ignore[no-untyped-def]
     )
     service = Service(ctrl)
     app = FastAPI()
-    app.include_router(ml_backend_router(service), prefix="/ml")
-    with TestClient(app) as client:
+    install_error_handlers(app)
+    app.include_router(ml_backend_router(service, lambda u, p: (u, p) == ML_AUTH), prefix="/ml")
+    with TestClient(app, headers={"Authorization": basic(*ML_AUTH)}) as client:
         yield client, service, ctrl, store
     store.close()
 
@@ -167,8 +175,8 @@ def test_malformed_setup_is_422_and_never_echoes_the_token(env) -> None:  # type
         "/ml/setup", json={"project": ["not", "an", "id"], "schema": 5, "access_token": SECRET}
     )
     assert r.status_code == 422
-    locs = {tuple(e["loc"]) for e in r.json()["detail"]}
-    assert ("body", "schema") in locs
+    locs = {tuple(e["loc"]) for e in r.json()["errors"]}
+    assert ("body", "schema") in locs and "body.schema" in r.json()["detail"]
     assert SECRET not in r.text
 
 
@@ -286,15 +294,20 @@ def test_predict_validates_the_body(env) -> None:  # type: ignore[no-untyped-def
     client, _, _, _ = env
     r = client.post("/ml/predict", json={"project": "1.2", "params": {"password": SECRET}})
     assert r.status_code == 422
-    assert ("body", "tasks") in {tuple(e["loc"]) for e in r.json()["detail"]}
+    assert ("body", "tasks") in {tuple(e["loc"]) for e in r.json()["errors"]}
     assert SECRET not in r.text
     r = client.post("/ml/predict", json={"tasks": "not a list"})
     assert r.status_code == 422
     r = client.post("/ml/predict", json=predict_body([task(1, "x"), {"id": 7, "data": "oops"}]))
     assert r.status_code == 422
-    detail = r.json()["detail"]
-    assert "tasks[1]" in detail and "'data' object" in detail and "Fix:" in detail
+    assert [e["loc"] for e in r.json()["errors"]] == [["body", "tasks", 1, "data"]]
+    assert "body.tasks.1.data" in r.json()["detail"] and "Fix:" in r.json()["detail"]
     assert SECRET not in r.text
+    for project in (False, True, 1.5, ["x"]):  # strict: a boolean is not a project id
+        r = client.post("/ml/predict", json={**predict_body([]), "project": project})
+        assert r.status_code == 422, project
+        r = client.post("/ml/setup", json={"project": project, "schema": config()})
+        assert r.status_code == 422, project
     r = client.post(
         "/ml/predict", content=b"{not json", headers={"content-type": "application/json"}
     )
@@ -347,10 +360,10 @@ def test_other_events_are_acknowledged_and_ignored(env) -> None:  # type: ignore
 
 def test_webhook_validates_the_body(env) -> None:  # type: ignore[no-untyped-def]
     client, service, _, _ = env
-    for bad in ([1, 2], {"project": 1}, {"action": ""}, {"action": 3}):
+    for bad in ([1, 2], {}, {"project": 1}, {"action": ""}, {"action": 3}):
         r = client.post("/ml/webhook", json=bad)
         assert r.status_code == 422, bad
-        assert "'action'" in r.json()["detail"]
+        assert "body" in r.json()["detail"] and r.json()["errors"]
     assert service.retrains == []
 
 
@@ -428,3 +441,47 @@ def test_a_model_returning_the_wrong_shape_is_503_not_a_wrong_answer(env, monkey
     r = client.post("/ml/predict", json=predict_body([task(1, TEXTS[0]), task(2, TEXTS[1])]))
     assert r.status_code == 503
     assert "shape (1, 2)" in r.json()["detail"] and "Fix:" in r.json()["detail"]
+
+
+# -- authentication --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/ml/health"),
+        ("post", "/ml/setup"),
+        ("post", "/ml/predict"),
+        ("post", "/ml/webhook"),
+        ("post", "/ml/train"),
+        ("get", "/ml/versions"),
+    ],
+)
+@pytest.mark.parametrize(
+    "auth", [None, ("alloop", "wrong-password-000000"), ("someone", ML_AUTH[1])], ids=str
+)
+def test_every_endpoint_needs_the_basic_auth_and_does_nothing_without(
+    env, method, path, auth
+) -> None:  # type: ignore[no-untyped-def]
+    client, service, ctrl, store = env
+    ctrl.train(None)
+    n_versions = len(store.model_versions())
+    kwargs: dict[str, Any] = {"auth": auth} if auth else {"headers": {"Authorization": ""}}
+    if method == "post":  # garbage first: the credentials are checked before the body is read
+        kwargs["content"] = b"garbage"
+    r = getattr(client, method)(path, **kwargs)
+    if auth is None:  # TestClient's default auth must not apply
+        r = getattr(TestClient(client.app), method, None)(
+            path, **({"content": b"garbage"} if method == "post" else {})
+        )
+    assert r.status_code == 401, r.text
+    assert r.headers["www-authenticate"].startswith("Basic")
+    assert set(r.json()) == {"detail"} and "basic auth" in r.json()["detail"]
+    assert ML_AUTH[1] not in r.text
+    assert service.retrains == [] and len(store.model_versions()) == n_versions
+
+
+def test_the_train_repro_with_credentials_asks_for_a_retrain(env) -> None:  # type: ignore[no-untyped-def]
+    client, service, _, _ = env
+    assert TestClient(client.app).post("/ml/train", content=b"garbage").status_code == 401
+    assert service.retrains == []
+    r = client.post("/ml/train", content=b"garbage")
+    assert r.status_code == 200 and service.retrains == ["Label Studio: Start training"]

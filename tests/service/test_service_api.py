@@ -36,8 +36,8 @@ def test_secrets_are_generated_once_private_and_reused(tmp_path) -> None:  # typ
     a = load_or_create_secrets(tmp_path)
     path = tmp_path / FILE_NAME
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert len(a.api_token) >= 32 and len(a.webhook_secret) >= 32
-    assert a.api_token != a.webhook_secret
+    assert len(a.api_token) >= 32 and len(a.webhook_secret) >= 32 and len(a.ml_password) >= 32
+    assert len({a.api_token, a.webhook_secret, a.ml_password}) == 3
     b = load_or_create_secrets(tmp_path)
     assert (b.api_token, b.webhook_secret) == (a.api_token, a.webhook_secret)
     assert a.api_token not in repr(a) and a.webhook_secret not in repr(a)
@@ -49,12 +49,22 @@ def test_secrets_are_generated_once_private_and_reused(tmp_path) -> None:  # typ
 def test_secrets_from_settings_win_and_short_ones_are_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from loop.errors import ConfigError
 
-    s = load_or_create_secrets(tmp_path, api_token="t" * 20, webhook_secret="w" * 20)
-    assert (s.api_token, s.webhook_secret) == ("t" * 20, "w" * 20)
+    s = load_or_create_secrets(
+        tmp_path, api_token="t" * 20, webhook_secret="w" * 20, ml_password="m" * 20
+    )
+    assert (s.api_token, s.webhook_secret, s.ml_password) == ("t" * 20, "w" * 20, "m" * 20)
     assert not (tmp_path / FILE_NAME).exists()
     with pytest.raises(ConfigError, match=">= 16 characters") as err:
-        load_or_create_secrets(tmp_path, api_token="short", webhook_secret="w" * 20)
+        load_or_create_secrets(
+            tmp_path, api_token="short", webhook_secret="w" * 20, ml_password="m" * 20
+        )
     assert "short" not in str(err.value)
+    # given ones win, the others are generated into the file
+    s = load_or_create_secrets(tmp_path, ml_password="m" * 20, ml_user="annotator-bot")
+    assert s.ml_password == "m" * 20 and s.ml_user == "annotator-bot"
+    assert s.ml_ok("annotator-bot", "m" * 20)
+    assert not s.ml_ok("alloop", "m" * 20) and not s.ml_ok("annotator-bot", "m" * 19)
+    assert "m" * 20 not in repr(s) and len(s.api_token) >= 32
 
 
 # -- auth ----------------------------------------------------------------------------------
@@ -298,3 +308,59 @@ def test_the_server_thread_serves_on_loopback_and_refuses_a_busy_port(make_env) 
         with pytest.raises(ConfigError, match="cannot listen on 127.0.0.1"):
             ServiceServer(create_app(env.service), port=server.port).start()
     assert not server.alive
+
+
+def test_a_retrain_with_nothing_new_pushes_no_batch_and_repeated_presses_coalesce(make_env) -> None:  # type: ignore[no-untyped-def]
+    env: Env = make_env(start=True, batch_size=4, refill_below=0)
+    env.idle()
+    _answer_sent(env)  # enough labels: the worker trains and pushes the next batch
+    env.idle()
+    n_models, n_sent = len(env.store.model_versions()), len(env.tool.sent())
+    assert n_models >= 1
+    # labels arrived? none: the current model is already trained on them
+    for _ in range(5):
+        r = env.client.post("/api/retrain", headers=env.auth())
+        assert r.status_code == 202 and r.json()["state"] == "up-to-date", r.json()
+        assert "push=true" in r.json()["detail"]
+    env.idle()
+    assert len(env.store.model_versions()) == n_models and len(env.tool.sent()) == n_sent
+    # the ML backend's training button: the same rule
+    assert env.service.request_retrain("Label Studio: Start training")["state"] == "up-to-date"
+    # asked explicitly: a batch from the current model, without retraining
+    r = env.client.post("/api/retrain?push=true", headers=env.auth())
+    assert r.json()["state"] == "started", r.json()
+    env.idle()
+    assert len(env.store.model_versions()) == n_models
+    assert len(env.tool.sent()) == n_sent + 4
+    # a changed setting is something new: it retrains, but with no new label, pushes nothing
+    env.trainer.name = "fake-bow-2"
+    r = env.client.post("/api/retrain", headers=env.auth())
+    assert r.json()["state"] == "started"
+    env.idle()
+    assert len(env.store.model_versions()) == n_models + 1
+    assert len(env.tool.sent()) == n_sent + 4
+    last = env.service.job_status()["recent"][-1]
+    assert "no new batch" in last["result"]["summary"]
+
+
+def test_presses_during_a_retrain_on_the_same_labels_coalesce_into_it(make_env) -> None:  # type: ignore[no-untyped-def]
+    env: Env = make_env(start=True, batch_size=4, refill_below=0)
+    env.idle()
+    _answer_sent(env)
+    env.idle()
+    n_models = len(env.store.model_versions())
+    n_trainings = len(env.trainer.intervals)
+    env.trainer.name = "fake-bow-2"  # something new to learn: a changed trainer
+    env.trainer.hold()
+    r = env.client.post("/api/retrain", headers=env.auth())
+    assert r.json()["state"] == "started"
+    assert env.trainer.entered.wait(10)
+    states = [env.client.post("/api/retrain", headers=env.auth()).json()["state"] for _ in range(3)]
+    assert states == ["queued", "coalesced", "coalesced"]
+    env.trainer.release()
+    env.idle()
+    # one model more: the queued press found it up to date and neither retrained nor pushed
+    assert len(env.store.model_versions()) == n_models + 1
+    assert len(env.trainer.intervals) == n_trainings + 1
+    summaries = [j["result"]["summary"] for j in env.service.job_status()["recent"][-2:]]
+    assert "no retrain" in summaries[-1] and "no new batch" in summaries[-1]

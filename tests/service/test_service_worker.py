@@ -73,8 +73,12 @@ def test_the_lease_of_a_dead_process_on_this_machine_is_taken_over_at_once(
     env.service.start()
     # the iteration row is finished a moment before the job records its result: wait for both
     wait_until(
-        lambda: env.store.unfinished_iteration() is None
-        and any("summary" in (j.get("result") or {}) for j in env.service.job_status()["recent"]),
+        lambda: (
+            env.store.unfinished_iteration() is None
+            and any(
+                "summary" in (j.get("result") or {}) for j in env.service.job_status()["recent"]
+            )
+        ),
         10,
         "the resumed iteration",
     )
