@@ -18,10 +18,35 @@ def test_simulate_bbc_news_embed_lr(tmp_path: Path, cache_dir: Path) -> None:
     out = tmp_path / "out"
     env = {**os.environ, "ALLOOP_HOME": str(tmp_path / "home"), "ALLOOP_CACHE_DIR": str(cache_dir)}
     r = subprocess.run(
-        [sys.executable, "-m", "loop.cli", "simulate", "--dataset", "bbc-news", "--strategy", "margin",
-         "--strategy", "entropy", "--initial", "20", "--step", "20", "--budget", "80", "--seeds", "2",
-         "--cold-start", "diverse", "--out", str(out)],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "loop.cli",
+            "simulate",
+            "--dataset",
+            "bbc-news",
+            "--strategy",
+            "margin",
+            "--strategy",
+            "entropy",
+            "--initial",
+            "20",
+            "--step",
+            "20",
+            "--budget",
+            "80",
+            "--seeds",
+            "2",
+            "--cold-start",
+            "diverse",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=900,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads((out / "summary.json").read_text())

@@ -27,11 +27,18 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from jsonschema import Draft202012Validator
 from pydantic import BaseModel, Field
 
 from loop.errors import ConfigError, DataError, ModelError, StoreError
 from loop.service.core import SECRET_HEADER, WEBHOOK_PATH, LoopService, UnknownItemError
-from loop.service.errors import document_errors, error_responses, install_error_handlers
+from loop.service.errors import (
+    ApiError,
+    document_errors,
+    error_responses,
+    install_error_handlers,
+    summary,
+)
 from loop.service.mlbackend import ml_backend_router
 from loop.service.status import iteration_info, learning_curve, model_info
 
@@ -48,7 +55,7 @@ _secret = APIKeyHeader(
 )
 # what the webhook endpoint reads (parsed by the labeling tool's own parser, not by FastAPI)
 _ANNOTATION_ACTIONS = ["ANNOTATION_CREATED", "ANNOTATION_UPDATED"]
-_WEBHOOK_BODY = {
+_WEBHOOK_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
@@ -141,6 +148,23 @@ class Health(BaseModel):
     status: str
     worker_running: bool
     scheduler: bool
+
+
+_WEBHOOK_VALIDATOR = Draft202012Validator(
+    _WEBHOOK_BODY["requestBody"]["content"]["application/json"]["schema"]
+)
+
+
+def _webhook_problems(payload: Any) -> list[dict[str, Any]]:
+    """Where a webhook body breaks the schema documented for it (the same schema object)."""
+    return [
+        {
+            "loc": ["body", *err.absolute_path],
+            "msg": err.message if len(err.message) < 200 else err.message[:197] + "...",
+            "type": str(err.validator),
+        }
+        for err in sorted(_WEBHOOK_VALIDATOR.iter_errors(payload), key=lambda e: list(e.path))
+    ][:20]
 
 
 ML_MAX_BYTES = 64 * 1024 * 1024  # Label Studio's "retrieve predictions" sends many tasks at once
@@ -302,6 +326,9 @@ def create_app(service: LoopService) -> FastAPI:
                 status_code=400,
                 detail=f"the webhook body is not valid JSON ({err}); Label Studio sends a JSON object.",
             ) from None
+        problems = _webhook_problems(payload)
+        if problems:
+            raise ApiError(422, summary(problems), problems)
         try:
             result = await run_in_threadpool(service.ingest_webhook, payload)
         except (UnknownItemError, DataError) as err:

@@ -95,19 +95,35 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no such endpoint: {request.method} {request.url.path}. Fix: see /docs."
-        elif exc.status_code == 405 and detail == "Method Not Allowed":
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405 and detail == "Method Not Allowed":
+            allowed = _allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
             detail = (
-                f"{request.method} is not allowed on {request.url.path}. Fix: see /docs for the "
-                "methods it takes."
+                f"{request.method} is not allowed on {request.url.path}. Fix: use "
+                f"{' or '.join(allowed)} (see /docs)."
             )
         return JSONResponse(
-            error_body(detail, errors), status_code=exc.status_code, headers=exc.headers
+            error_body(detail, errors), status_code=exc.status_code, headers=headers or None
         )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         items = validation_items(exc.errors())
         return JSONResponse({"detail": summary(items), "errors": items}, status_code=422)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app takes on this path (Starlette's 405 names only the
+    first route's, when a path has one route per method)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        for m in getattr(route, "methods", None) or ():
+            if route.matches({**request.scope, "method": m})[0] == Match.FULL:
+                methods.add(m)
+    return sorted(methods)
 
 
 _DESCRIPTIONS = {

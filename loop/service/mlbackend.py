@@ -69,6 +69,7 @@ _TEXT_TAGS = {"Text", "HyperText", "Paragraphs"}
 BaseModelT = TypeVar("BaseModelT", bound=BaseModel)
 _basic = HTTPBasic(
     auto_error=False,
+    scheme_name="mlBasic",
     realm="alloop ML backend",
     description="service.ml_user and the ML password (ml_password in <home>/service.json)",
 )
@@ -223,9 +224,22 @@ def _task_text(task: Mapping[str, Any], key: str) -> str | None:
     return None
 
 
+def _inline_defs(schema: Any, defs: Mapping[str, Any]) -> Any:
+    """``schema`` with its local ``#/$defs/...`` references replaced by what they name."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline_defs(defs[ref.rsplit("/", 1)[1]], defs)
+        return {k: _inline_defs(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inline_defs(v, defs) for v in schema]
+    return schema
+
+
 def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
     """The request body schema for the OpenAPI page (validation itself is ``_parse``)."""
     schema = model.model_json_schema(by_alias=True)
+    schema = _inline_defs(schema, schema.get("$defs", {}))
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 

@@ -23,8 +23,14 @@ pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 
 
 def _alloop(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "loop.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "loop.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
 
 
 def test_run_pushes_with_predictions_then_retrains_on_answers(
@@ -45,7 +51,9 @@ def test_run_pushes_with_predictions_then_retrains_on_answers(
         "COLUMNS": "200",
     }
     f = tmp_path / "items.csv"
-    rows = [(f"p{i}", t, "pos") for i, t in enumerate(POSITIVE)] + [(f"n{i}", t, "neg") for i, t in enumerate(NEGATIVE)]
+    rows = [(f"p{i}", t, "pos") for i, t in enumerate(POSITIVE)] + [
+        (f"n{i}", t, "neg") for i, t in enumerate(NEGATIVE)
+    ]
     gold = {i: y for i, _, y in rows}
     with f.open("w", newline="") as fh:
         w = csv.writer(fh)
@@ -62,10 +70,14 @@ def test_run_pushes_with_predictions_then_retrains_on_answers(
     assert r.returncode == 0, r.stderr
     r = _alloop(env, "run", "--max-polls", "1")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "iteration 1" in r.stdout and "trained v0001" in r.stdout and "sent 10" in r.stdout, r.stdout
+    assert "iteration 1" in r.stdout and "trained v0001" in r.stdout and "sent 10" in r.stdout, (
+        r.stdout
+    )
     assert "/projects/" in r.stdout
 
-    tool = LabelStudioTool(ls_server.url, ls_server.token, project_title=title, classes=("neg", "pos"))
+    tool = LabelStudioTool(
+        ls_server.url, ls_server.token, project_title=title, classes=("neg", "pos")
+    )
     pid = tool.ensure_project()
     tasks = list(tool._list_tasks(pid, [], fields="all", what="listing"))  # noqa: SLF001 - test inspection
     assert len(tasks) == 10
@@ -77,17 +89,26 @@ def test_run_pushes_with_predictions_then_retrains_on_answers(
         assert pred["result"][0]["value"]["choices"][0] in ("neg", "pos")
 
     st = json.loads(_alloop(env, "status", "--json").stdout)
-    assert st["eval_sample"] == {"size": 4, "labeled": 0} and "NOT YET TRUSTWORTHY" in st["metrics_note"]
+    assert (
+        st["eval_sample"] == {"size": 4, "labeled": 0}
+        and "NOT YET TRUSTWORTHY" in st["metrics_note"]
+    )
 
-    bot = AnnotatorBot(ls_server.url, ls_server.token, project_id=pid, gold=gold, classes=("neg", "pos"))
+    bot = AnnotatorBot(
+        ls_server.url, ls_server.token, project_id=pid, gold=gold, classes=("neg", "pos")
+    )
     report = bot.answer_pending()
     assert report.annotations == 10
     r = _alloop(env, "iterate")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "trained v0002" in r.stdout, r.stdout
     st = json.loads(_alloop(env, "status", "--json").stdout)
-    assert st["eval_sample"] == {"size": 4, "labeled": 4} and st["metrics_note"].startswith("trustworthy")
-    assert sum(st["labels_per_class"].values()) == 6 + 6  # imported + answered queries, not the eval sample
+    assert st["eval_sample"] == {"size": 4, "labeled": 4} and st["metrics_note"].startswith(
+        "trustworthy"
+    )
+    assert (
+        sum(st["labels_per_class"].values()) == 6 + 6
+    )  # imported + answered queries, not the eval sample
     latest = st["model_versions"][-1]
     assert latest["metrics"]["eval_n"] == 4 and latest["metrics"]["test_n"] == 8
     assert len(list(tool._list_tasks(pid, [], fields="task_only", what="listing"))) == 16  # noqa: SLF001

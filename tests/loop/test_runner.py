@@ -24,7 +24,9 @@ class SlowAnnotators(OracleTool):
         self.waiting: list = []
 
     def send(self, requests):  # type: ignore[no-untyped-def]
-        self.waiting.extend(r for r in requests if r.item.id not in self._sent and r not in self.waiting)
+        self.waiting.extend(
+            r for r in requests if r.item.id not in self._sent and r not in self.waiting
+        )
 
     def answer(self, n: int) -> None:
         batch, self.waiting = self.waiting[:n], self.waiting[n:]
@@ -38,8 +40,17 @@ def runner(tmp_path: Path):  # type: ignore[no-untyped-def]
     store.add_items([Item(id=i, text=t) for i, t, _ in rows])
     tool = SlowAnnotators({i: y for i, _, y in rows})
     trainer = BowTrainer()
-    ctrl = Controller(store, trainer, tool, classes=classes, models_dir=tmp_path / "m", batch_size=6,
-                      min_new_labels=6, cold_start="random", seed=0)
+    ctrl = Controller(
+        store,
+        trainer,
+        tool,
+        classes=classes,
+        models_dir=tmp_path / "m",
+        batch_size=6,
+        min_new_labels=6,
+        cold_start="random",
+        seed=0,
+    )
     said: list[str] = []
     yield LoopRunner(ctrl, poll_seconds=0.0, refill_below=3, say=said.append), tool, trainer, said
     store.close()
