@@ -27,7 +27,8 @@ from connectors.labelstudio.tool import label_config
 from connectors.store import SqlStore
 from loop.controller import Controller
 from loop.oracle import OracleTool
-from loop.records import Item, Label
+from loop.records import Item, Label, LabelRequest
+from loop.service.errors import install_error_handlers
 from loop.service.mlbackend import UNTRAINED, ml_backend_router
 from tests.models.models_testdata import (
     HELDOUT_NEGATIVE,
@@ -39,6 +40,7 @@ from tests.models.models_testdata import (
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 
 CLASSES = ("neg", "pos")
+ML_AUTH = ("alloop", "ml-password-" + uuid.uuid4().hex)
 
 
 @dataclass
@@ -136,7 +138,8 @@ def backend(tmp_path: Path, cache_dir: Path) -> Iterator[tuple[str, StubService,
     )
     service = StubService(ctrl)
     app = FastAPI()
-    app.include_router(ml_backend_router(service), prefix="/ml")
+    install_error_handlers(app)
+    app.include_router(ml_backend_router(service, lambda u, p: (u, p) == ML_AUTH), prefix="/ml")
     recorder = Recorder(app)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
@@ -200,9 +203,21 @@ def test_label_studio_calls_the_backend_and_stores_its_predictions(
     for t in client.tasks.list(project=pid, fields="all", page_size=100):
         by_text[int(t.id)] = t.data["text"]
 
-    # connecting: Label Studio checks health, then setup with the project and its config
-    ml = client.ml.create(url=url, project=pid, title="alloop")
-    assert rec.of("GET", "/ml/health") and rec.of("POST", "/ml/setup")
+    # without credentials Label Studio cannot connect it
+    with pytest.raises(Exception, match="authentication"):
+        client.ml.create(url=url, project=pid, title="alloop")
+    assert {c.status for c in rec.of("GET", "/ml/health")} == {401}
+    assert not client.ml.list(project=pid)
+    # connecting with basic auth (as alloop serve does): health, then setup with the project
+    ml = client.ml.create(
+        url=url,
+        project=pid,
+        title="alloop",
+        auth_method="BASIC_AUTH",
+        basic_auth_user=ML_AUTH[0],
+        basic_auth_pass=ML_AUTH[1],
+    )
+    assert rec.of("GET", "/ml/health")[-1].status == 200
     setup = rec.of("POST", "/ml/setup")[-1]
     assert setup.status == 200
     assert str(setup.body["project"]).split(".")[0] == str(pid)
@@ -280,7 +295,7 @@ def test_label_studio_calls_the_backend_and_stores_its_predictions(
         assert service.retrains == [f"Label Studio: Start training (project {pid})"]
     assert len(ctrl.store.model_versions()) == n_versions
 
-    # project events reach the backend's webhook and are acknowledged
+    # project events reach the webhook Label Studio added, WITHOUT the basic auth: refused
     client.annotations.create(
         id=task_ids[0],
         result=[
@@ -294,9 +309,58 @@ def test_label_studio_calls_the_backend_and_stores_its_predictions(
     )
     events = [c for c in rec.of("POST", "/ml/webhook") if c.body.get("action") != "START_TRAINING"]
     assert any(c.body.get("action") == "ANNOTATION_CREATED" for c in events)
-    assert all(c.status == 200 for c in events)
+    assert all(c.status == 401 for c in events)
     assert len(service.retrains) == 1
 
     # versions as Label Studio lists them
     versions = client.ml.list_model_versions(id=ml.id)
     assert list(getattr(versions, "versions", None) or []) == [mv2.id, mv.id]
+
+
+def test_the_connector_connects_with_basic_auth_and_drops_the_unauthenticated_webhook(
+    ls_server: Any, make_tool: Any, backend: tuple[str, StubService, Recorder]
+) -> None:
+    """What alloop serve does at start: ``connect_ml_backend`` (idempotent), then the issue's
+    repro: ``POST /ml/train`` with a garbage body and no credentials is 401, and Label Studio's
+    task count does not change."""
+    import httpx
+
+    url, service, rec = backend
+    tool = make_tool(CLASSES)
+    pid = tool.ensure_project()
+    tool.send(  # a task with a prediction of v0007-kept: the project shows that version
+        [
+            LabelRequest(
+                item=Item(id="t1", text=HELDOUT_POSITIVE[0]),
+                kind="query",
+                score=0.5,
+                prediction="pos",
+                confidence=0.9,
+                model_version="v0007-kept",
+            )
+        ]
+    )
+    assert client_version(tool, pid) == "v0007-kept"
+    first = tool.connect_ml_backend(url, *ML_AUTH)
+    assert tool.connect_ml_backend(url, *ML_AUTH) == first  # idempotent on the URL
+    client = tool.client
+    (backend_row,) = client.ml.list(project=pid)
+    assert backend_row.auth_method == "BASIC_AUTH" and backend_row.basic_auth_user == ML_AUTH[0]
+    assert [h.url for h in client.webhooks.list(project=str(pid))] == []  # the auto hook is gone
+    assert client_version(tool, pid) == "v0007-kept"  # pre-annotations stay visible
+    assert all(c.status == 200 for c in rec.of("POST", "/ml/setup"))
+    tasks_before = client.projects.get(id=pid).task_number
+
+    r = httpx.post(f"{url}/train", content=b"garbage")
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
+    r = httpx.post(f"{url}/webhook", json={"action": "START_TRAINING", "project": {"id": pid}})
+    assert r.status_code == 401
+    assert service.retrains == []
+    assert client.projects.get(id=pid).task_number == tasks_before
+    # Label Studio's own training button, with the credentials: reaches the service
+    client.ml.train(id=first)
+    assert len(service.retrains) == 1
+
+
+def client_version(tool: Any, pid: int) -> str | None:
+    return tool.client.projects.get(id=pid).model_version
