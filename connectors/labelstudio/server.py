@@ -42,7 +42,7 @@ from types import TracebackType
 from typing import Any
 
 from loop.errors import ConfigError, LabelingToolError
-from loop.progress import SILENT, Progress
+from loop.progress import SILENT, LogProgress, Progress
 
 LS_VERSION = "1.23.2"
 TORCH_PIN = "torch==2.13.0"
@@ -893,7 +893,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "install":
             t0 = time.monotonic()
-            did = install(args.venv)
+            did = install(args.venv, progress=LogProgress(print))
             took = time.monotonic() - t0
             print(
                 f"Label Studio {LS_VERSION} installed in {args.venv} ({took:.0f} s)."
@@ -920,7 +920,7 @@ def main(argv: list[str] | None = None) -> int:
             server = LocalLabelStudio(args.venv, args.data_dir, args.port, args.username, **kwargs)
         if args.command == "start":
             t0 = time.monotonic()
-            server.start()
+            server.start(progress=LogProgress(print))
             print(
                 f"Label Studio {LS_VERSION} is up at {server.url} (pid {server.pid}, {time.monotonic() - t0:.0f} s)"
             )

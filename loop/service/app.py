@@ -41,6 +41,7 @@ from loop.service.errors import (
 )
 from loop.service.mlbackend import ml_backend_router
 from loop.service.status import iteration_info, learning_curve, model_info
+from loop.text import escape_forbidden
 
 log = logging.getLogger("alloop.service.http")
 
@@ -254,7 +255,7 @@ def create_app(service: LoopService) -> FastAPI:
 
     @app.exception_handler(StoreError)
     async def _store_error(request: Request, err: StoreError) -> JSONResponse:
-        log.error("%s %s: %s", request.method, request.url.path, err)
+        log.error("%s %s: %s", request.method, escape_forbidden(request.url.path), err)
         return JSONResponse({"detail": str(err)}, status_code=503)
 
     def require_token(
@@ -265,7 +266,7 @@ def create_app(service: LoopService) -> FastAPI:
             log.warning(
                 "refused %s %s from %s: %s bearer token",
                 request.method,
-                request.url.path,
+                escape_forbidden(request.url.path),
                 request.client.host if request.client else "?",
                 "no" if cred is None else "a wrong",
             )

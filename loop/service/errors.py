@@ -18,6 +18,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from loop.text import escape_forbidden
+
 
 class ErrorItem(BaseModel):
     loc: list[str | int] = Field(
@@ -94,13 +96,13 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = getattr(exc, "errors", None)
         detail = exc.detail
         if exc.status_code == 404 and detail == "Not Found":
-            detail = f"no such endpoint: {request.method} {request.url.path}. Fix: see /docs."
+            detail = f"no such endpoint: {request.method} {escape_forbidden(request.url.path)}. Fix: see /docs."
         headers = dict(exc.headers or {})
         if exc.status_code == 405 and detail == "Method Not Allowed":
             allowed = _allowed_methods(request)
             headers["Allow"] = ", ".join(allowed)
             detail = (
-                f"{request.method} is not allowed on {request.url.path}. Fix: use "
+                f"{request.method} is not allowed on {escape_forbidden(request.url.path)}. Fix: use "
                 f"{' or '.join(allowed)} (see /docs)."
             )
         return JSONResponse(

@@ -54,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from loop.contracts import Classifier
 from loop.errors import AlloopError, ModelError
 from loop.service.errors import ApiError, error_responses, summary, validation_items
+from loop.text import escape_forbidden
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +326,7 @@ def ml_backend_router(
             log.warning(
                 "refused %s %s from %s: %s ML-backend credentials",
                 request.method,
-                request.url.path,
+                escape_forbidden(request.url.path),
                 request.client.host if request.client else "?",
                 "no" if cred is None else "wrong",
             )
