@@ -271,7 +271,7 @@ def simulate(
     out_dir: Annotated[Path, typer.Option("--out", help="output directory")] = Path(
         "runs/simulate"
     ),
-    cold_start: Annotated[str, typer.Option(help="random | diverse")] = "random",
+    cold_start: Annotated[str, typer.Option(help="random | diverse | typiclust")] = "random",
     full_reference: Annotated[
         bool, typer.Option(help="also train on all labels (upper reference)")
     ] = True,
@@ -376,10 +376,10 @@ def _simulate(
 ) -> dict[str, Any]:
     from connectors.store import SqlStore
     from loop.simulation import run_simulation
-    from loop.wiring import make_embedder, make_trainer
+    from loop.wiring import embedder_for, make_trainer
 
     trainer = make_trainer(s)
-    embedder = make_embedder(s) if cold_start == "diverse" else None
+    embedder = embedder_for(s, trainer, cfg.strategies, cold_start)
     return run_simulation(
         dataset=ds.name,
         items=ds.items,
@@ -678,6 +678,37 @@ def _serve_banner(s: Settings, service: Any, url: str, handle: Any) -> list[str]
         rows.append(("", f"Label Studio {s.label_studio.port} (ALLOOP_LABEL_STUDIO__PORT)"))
     rows.append(("Ctrl-C stops (a running job finishes first; a rerun resumes).", None))
     return [label if value is None else f"  {label:<13}{value}" for label, value in rows]
+
+
+def _strategy_table() -> Table:
+    import strategies as strat
+
+    t = Table("strategy", "needs", "kind", "what", "paper")
+    for st in strat.MEASURES.values():
+        kind = "batch" if st.batch else "scores"
+        t.add_row(st.name, ", ".join(sorted(st.needs)), kind, st.summary, st.paper)
+    for name, what in strat.COLD_STARTS.items():
+        t.add_row(
+            f"cold start: {name}", "embeddings" if name != "random" else "", "batch", what, ""
+        )
+    return t
+
+
+@app.command("strategies")
+def strategies_cmd() -> None:
+    """Every selection strategy (for `strategy` / `simulate --strategy`) and cold start, with
+    what it needs and where it comes from."""
+    out.print(_strategy_table())
+
+
+def _simulate_help() -> str:
+    import strategies as strat
+
+    lines = [f"{st.name}: {st.summary}" for st in strat.MEASURES.values()]
+    return "\n\nStrategies (alloop strategies prints the table):\n\n" + "\n\n".join(lines)
+
+
+simulate.__doc__ = (simulate.__doc__ or "") + _simulate_help()
 
 
 # -- status / db / config ---------------------------------------------------------------

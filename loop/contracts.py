@@ -48,6 +48,29 @@ class Classifier(Protocol):
 
 
 @runtime_checkable
+class EmbeddingClassifier(Protocol):
+    """A classifier that also gives its own representation of texts (optional capability;
+    checked with ``isinstance``): the pool's embeddings for diversity strategies."""
+
+    def embed(self, texts: Sequence[str], progress: Progress = SILENT) -> np.ndarray:
+        """``(len(texts), dim)`` float32, L2-normalised rows."""
+        ...
+
+
+@runtime_checkable
+class SamplingClassifier(Protocol):
+    """A classifier that gives several probability samples per text (MC dropout, an
+    ensemble); optional capability, checked with ``isinstance``. Without it the controller
+    builds a bagging committee of the trainer."""
+
+    def predict_proba_samples(
+        self, texts: Sequence[str], n_samples: int, seed: int, progress: Progress = SILENT
+    ) -> np.ndarray:
+        """``(len(texts), n_samples, len(classes))`` float64, each row sums to 1."""
+        ...
+
+
+@runtime_checkable
 class Trainer(Protocol):
     name: str
 

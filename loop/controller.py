@@ -29,7 +29,15 @@ from typing import Any
 import numpy as np
 
 import strategies
-from loop.contracts import Classifier, Embedder, LabelingTool, Store, Trainer
+from loop.contracts import (
+    Classifier,
+    Embedder,
+    EmbeddingClassifier,
+    LabelingTool,
+    SamplingClassifier,
+    Store,
+    Trainer,
+)
 from loop.errors import ConfigError, ModelError, StrategyError
 from loop.metrics import accuracy, macro_f1
 from loop.progress import SILENT, Progress
@@ -126,6 +134,7 @@ class Controller:
         tune: str = "off",
         tune_budget_s: float = 600.0,
         embedder: Embedder | None = None,
+        committee_size: int = 5,
         seed: int = 0,
         progress: Progress = SILENT,
         clock: Callable[[], datetime] = _utcnow,
@@ -135,23 +144,36 @@ class Controller:
                 f"a classifier needs >= 2 classes, got {list(classes)}.",
                 "set `classes` or ingest labeled data first.",
             )
-        if cold_start not in ("random", "diverse"):
+        if cold_start not in strategies.COLD_STARTS:
             raise ConfigError(
-                f"cold_start must be 'random' or 'diverse', got {cold_start!r}.",
-                "pick one of the two.",
+                f"cold_start must be one of {list(strategies.COLD_STARTS)}, got {cold_start!r}.",
+                "pick one of them.",
             )
         if tune not in TUNE_MODES:
             raise ConfigError(
                 f"tune must be one of {list(TUNE_MODES)}, got {tune!r}.", "pick one of them."
             )
-        if cold_start == "diverse" and embedder is None:
+        if cold_start != "random" and embedder is None:
             raise ConfigError(
-                "cold_start='diverse' needs an embedder.", "pass one, or use cold_start='random'."
+                f"cold_start={cold_start!r} needs an embedder.",
+                "pass one, or use cold_start='random'.",
             )
         try:
             self.measure = strategies.get_measure(strategy)  # fails early on an unknown name
         except ValueError as e:
             raise StrategyError(str(e)) from None
+        if self.measure.needs & {"embeddings", "labeled_embeddings"} and embedder is None:
+            raise ConfigError(
+                f"strategy {self.measure.name!r} needs the pool's embeddings, and no embedder "
+                "was given.",
+                "pass an embedder (the wiring gives the model's encoder), or pick a strategy "
+                "over probabilities (margin, entropy, ...).",
+            )
+        if committee_size < 2:
+            raise ConfigError(
+                f"committee_size must be >= 2, got {committee_size}.", "use 2 or more (e.g. 5)."
+            )
+        self.committee_size = committee_size
         self.store = store
         self.trainer = trainer
         self.tool = tool
@@ -503,8 +525,10 @@ class Controller:
             if waiting:
                 clf = self.load_classifier(mv)
                 items = self.store.get_items([q.item_id for q in waiting])
-                proba = clf.predict_proba([it.text for it in items], progress=self.progress)
-                scores = self.measure(proba, np.random.default_rng([self.seed, 0, 2]))
+                rng = np.random.default_rng([self.seed, 0, 2])
+                fresh = self.measure.scores(self._inputs(items, clf, rng), rng)
+                # a batch strategy scores no single item: the queue keeps its order
+                scores = fresh if fresh is not None else [q.score for q in waiting]
                 rescored = [
                     Query(
                         item_id=q.item_id,
@@ -654,38 +678,103 @@ class Controller:
             return []
         texts = [it.text for it in pool]
         if current is None:
-            if self.cold_start == "diverse":
+            if self.cold_start == "random":
+                idx = rng.permutation(len(pool))[:k]
+            else:
                 assert self.embedder is not None  # checked in __init__
                 emb = self.embedder.embed(texts, progress=self.progress)
-                idx = strategies.diverse_sample(emb, k, rng)
-                name = "cold-start-diverse"
-            else:
-                idx = rng.permutation(len(pool))[:k]
-                name = "cold-start-random"
+                pick = (
+                    strategies.typiclust
+                    if self.cold_start == "typiclust"
+                    else strategies.diverse_sample
+                )
+                idx = pick(emb, k, rng)
+            name = f"cold-start-{self.cold_start}"
             return [
                 Query(item_id=pool[i].id, iteration=iteration, score=0.0, rank=r, strategy=name)
                 for r, i in enumerate(idx)
             ]
         clf = self.load_classifier(current)
-        proba = clf.predict_proba(texts, progress=self.progress)
         try:
-            scores = self.measure(proba, rng)
+            idx, scores = self.measure.choose(self._inputs(pool, clf, rng), k, rng)
         except strategies.StrategyInputError as e:
             raise StrategyError(
-                f"the model {current.id} produced probabilities the strategy cannot score: {e}"
+                f"the model {current.id} gave inputs the strategy {self.strategy} cannot use: {e}"
             ) from e
-        idx = strategies.top_k(scores, k, rng)
+        n = len(idx)
         return [
             Query(
                 item_id=pool[i].id,
                 iteration=iteration,
-                score=float(scores[i]),
+                # a batch strategy without scores: the order it chose, best first
+                score=float(scores[i]) if scores is not None else float(n - r) / max(n, 1),
                 rank=r,
                 strategy=self.strategy,
                 model_version=current.id,
             )
             for r, i in enumerate(idx)
         ]
+
+    def _inputs(
+        self, items: Sequence[Any], clf: Classifier, rng: np.random.Generator
+    ) -> strategies.SelectionInputs:
+        """What the strategy needs for ``items``, built only when it needs it."""
+        needs = self.measure.needs
+        texts = [it.text for it in items]
+        got: dict[str, Any] = {}
+        if "proba" in needs:
+            got["proba"] = clf.predict_proba(texts, progress=self.progress)
+        if "proba_samples" in needs:
+            got["proba_samples"] = self._proba_samples(texts, clf, rng)
+        if needs & {"labeled_embeddings", "labels"}:
+            ts = self.store.training_set()
+        if "embeddings" in needs:
+            got["embeddings"] = self._embed(texts, clf)
+        if "labeled_embeddings" in needs:
+            got["labeled_embeddings"] = self._embed(list(ts.texts), clf)
+        if "labels" in needs:
+            index = {c: j for j, c in enumerate(self.classes)}
+            got["labels"] = np.array([index[y] for y in ts.labels], dtype=np.intp)
+        return strategies.SelectionInputs(**got)
+
+    def _embed(self, texts: list[str], clf: Classifier) -> np.ndarray:
+        if self.embedder is not None:
+            return self.embedder.embed(texts, progress=self.progress)
+        if isinstance(clf, EmbeddingClassifier):
+            return clf.embed(texts, progress=self.progress)
+        raise ConfigError("the strategy needs embeddings and there is no embedder.", "pass one.")
+
+    def _proba_samples(
+        self, texts: list[str], clf: Classifier, rng: np.random.Generator
+    ) -> np.ndarray:
+        """``(n, T, C)``: the classifier's own samples when it has them (MC dropout), else a
+        bagging committee of the trainer: ``committee_size`` models, each trained on a
+        bootstrap resample of the training set drawn within each class (Breiman 1996;
+        query-by-bagging, Abe & Mamitsuka 1998)."""
+        seed = int(rng.integers(0, 2**31 - 1))
+        if isinstance(clf, SamplingClassifier):
+            return clf.predict_proba_samples(texts, self.committee_size, seed, self.progress)
+        ts = self.store.training_set()
+        labels = np.array(ts.labels)
+        boot = np.random.default_rng(seed)
+        members = []
+        with self.progress.task("committee", total=self.committee_size) as advance:
+            for t in range(self.committee_size):
+                idx = np.concatenate(
+                    [
+                        boot.choice(np.flatnonzero(labels == c), size=int((labels == c).sum()))
+                        for c in np.unique(labels)
+                    ]
+                )
+                member = self.trainer.train(
+                    [ts.texts[i] for i in idx],
+                    [ts.labels[i] for i in idx],
+                    classes=self.classes,
+                    seed=seed + t,
+                )
+                members.append(member.predict_proba(texts))
+                advance(1)
+        return np.stack(members, axis=1)
 
     def _requests(
         self, queries: Sequence[Query], current: ModelVersion | None

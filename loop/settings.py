@@ -223,7 +223,10 @@ class Settings(BaseSettings):
     initial_batch_size: int | None = Field(
         None, ge=1, description="cold-start batch; default batch_size"
     )
-    cold_start: Literal["random", "diverse"] = "diverse"
+    cold_start: Literal["random", "diverse", "typiclust"] = "diverse"
+    committee_size: int = Field(
+        5, ge=2, le=50, description="members of the bagging committee (bald, vote-entropy, ...)"
+    )
     min_new_labels: int = Field(
         20, ge=1, description="label changes since the last model that trigger a retrain"
     )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -157,15 +158,29 @@ def make_labelstudio_tool(
     return tool
 
 
+def embedder_for(
+    settings: Settings, trainer: Any, strategy_names: Sequence[str], cold_start: str
+) -> Embedder | None:
+    """The embedder the strategies or the cold start need (the trainer's own when it has one,
+    so embeddings are cached once), or None when none of them needs one."""
+    import strategies
+
+    needs = cold_start != "random" or any(
+        strategies.get_measure(n).needs & {"embeddings", "labeled_embeddings"}
+        for n in strategy_names
+    )
+    if not needs:
+        return None
+    return getattr(trainer, "embedder", None) or make_embedder(settings)
+
+
 def build_controller(
     settings: Settings, store: Store, tool: Any, classes: list[str], progress: Progress = SILENT
 ) -> Any:
     from loop.controller import Controller
 
     trainer = make_trainer(settings)
-    embedder = getattr(trainer, "embedder", None) if settings.cold_start == "diverse" else None
-    if settings.cold_start == "diverse" and embedder is None:
-        embedder = make_embedder(settings)
+    embedder = embedder_for(settings, trainer, [settings.strategy], settings.cold_start)
     return Controller(
         store,
         trainer,
@@ -183,6 +198,7 @@ def build_controller(
         tune=settings.finetune.tune if settings.model == "finetune" else "off",
         tune_budget_s=settings.finetune.tune_budget_s,
         embedder=embedder,
+        committee_size=settings.committee_size,
         seed=settings.seed,
         progress=progress,
     )

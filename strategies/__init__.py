@@ -13,6 +13,7 @@ This package imports nothing of the rest of the project; its only error is
 :class:`StrategyInputError` (a ``ValueError``).
 """
 
+from strategies.batch import INPUTS, SelectionInputs, typiclust
 from strategies.errors import StrategyInputError
 from strategies.measures import (
     entropy,
@@ -24,6 +25,7 @@ from strategies.measures import (
 )
 from strategies.modal_measures import modal_entropy, modal_least_confidence, modal_margin
 from strategies.registry import (
+    COLD_STARTS,
     MEASURES,
     Measure,
     Strategy,
@@ -34,7 +36,11 @@ from strategies.registry import (
 from strategies.selection import diverse_sample, top_k
 
 __all__ = [
+    "COLD_STARTS",
+    "INPUTS",
     "MEASURES",
+    "SelectionInputs",
+    "typiclust",
     "Measure",
     "Strategy",
     "StrategyInputError",
