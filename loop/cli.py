@@ -110,7 +110,9 @@ def data_list() -> None:
 
 @data_app.command("fetch")
 def data_fetch(
-    name: Annotated[str, typer.Argument(help="rotten-tomatoes | bbc-news")],
+    name: Annotated[
+        str, typer.Argument(help="rotten-tomatoes | bbc-news | sms-spam | reuters-r52")
+    ],
     config: ConfigOpt = None,
     home: HomeOpt = None,
 ) -> None:
@@ -129,7 +131,9 @@ def data_fetch(
 
 @data_app.command("ingest")
 def data_ingest(
-    name: Annotated[str, typer.Argument(help="rotten-tomatoes | bbc-news")],
+    name: Annotated[
+        str, typer.Argument(help="rotten-tomatoes | bbc-news | sms-spam | reuters-r52")
+    ],
     config: ConfigOpt = None,
     home: HomeOpt = None,
 ) -> None:
@@ -254,7 +258,10 @@ def ingest(
 @app.command()
 def simulate(
     dataset: Annotated[
-        str, typer.Option(help="built-in name (rotten-tomatoes, bbc-news) or a labeled CSV/JSONL")
+        str,
+        typer.Option(
+            help="built-in name (rotten-tomatoes, bbc-news, sms-spam, reuters-r52) or a labeled CSV/JSONL"
+        ),
     ],
     strategy: Annotated[
         list[str], typer.Option(help="strategy to compare (repeatable); random always runs")
@@ -351,16 +358,18 @@ def simulate(
         "AUC",
         "final acc",
         "final macro-F1",
+        "select s",
         "s/seed",
-        title=f"{ds.name}, {model}, {seeds} seed(s)",
+        title=f"{ds.name}, {model}, {seeds} seed(s) (mean ± std over seeds)",
     )
     for name, r in summary["strategies"].items():
         secs = sum(x["seconds"] for x in r["per_seed"]) / len(r["per_seed"])
         t.add_row(
             name,
-            f"{r['auc']:.4f}",
-            f"{r['final_accuracy']:.4f}",
-            f"{r['final_macro_f1']:.4f}",
+            f"{r['auc']:.4f} ± {r['auc_std']:.4f}",
+            f"{r['final_accuracy']:.4f} ± {r['final_accuracy_std']:.4f}",
+            f"{r['final_macro_f1']:.4f} ± {r['final_macro_f1_std']:.4f}",
+            f"{r['select_seconds']:.3f}",
             f"{secs:.1f}",
         )
     out.print(t)
@@ -368,6 +377,29 @@ def simulate(
         out.print(
             f"all {summary['pool_size']} labels: accuracy {summary['full_data_accuracy']['mean']:.4f}"
         )
+    stop = Table(
+        "strategy",
+        "criterion",
+        "fired in",
+        "at labels (per seed)",
+        "acc at stop",
+        f"acc at {budget}",
+        "labels saved",
+        title="stopping criteria (defaults; first iteration each one fires)",
+    )
+    for name, r in summary["strategies"].items():
+        for crit, c in r["stopping"].items():
+            stop.add_row(
+                name,
+                crit,
+                f"{c['fired_in_runs']}/{len(r['per_seed'])}",
+                ", ".join("-" if a is None else str(a) for a in c["fired_at_labels"]),
+                "-" if c["accuracy_at_stop"] is None else f"{c['accuracy_at_stop']:.4f}",
+                f"{c['final_accuracy']:.4f}",
+                f"{c['labels_saved']:.0f}",
+            )
+    if stop.row_count:
+        out.print(stop)
     out.print(f"wrote {paths['summary']}, {paths['csv']}, {paths['plot']}")
 
 
@@ -740,6 +772,15 @@ def status(
         f"rejected answers: {info['rejected_answers']}, agreement: {_fmt(info['agreement'])})"
     )
     out.print(f"metrics: {info['metrics_note']}")
+    stop = info.get("stopping")
+    if stop:
+        crit = ", ".join(
+            f"{name} {'FIRES' if c['fired'] else 'no'}"
+            + (f" ({c['value']:.4f})" if isinstance(c.get("value"), float) else "")
+            for name, c in stop["criteria"].items()
+        )
+        head = f"STOPPED ({stop['reason']})" if stop["stopped"] else "going on"
+        out.print(f"stopping: {head}; criteria at {stop['n_labels']} labels: {crit}")
     t = Table("model", "trainer", "labels", "status", "test acc", "test F1", "eval acc", "eval n")
     for m in info["model_versions"][-10:]:
         mt = m["metrics"]

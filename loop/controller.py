@@ -43,6 +43,14 @@ from loop.metrics import accuracy, macro_f1
 from loop.progress import SILENT, Progress
 from loop.records import LabelRequest, LabelWriteResult, ModelVersion, Query
 
+STOP_CRITERIA = ("stable-predictions", "low-uncertainty", "plateau", "budget")
+STOPPING_DEFAULTS: dict[str, Any] = {
+    "kappa": 0.99,  # Bloodgood & Vijay-Shanker 2009
+    "window": 3,
+    "uncertainty": 0.1,
+    "budget": None,
+    "stop_set_size": 1000,
+}
 MIN_EVAL_FOR_PROMOTION = 20  # labeled eval items needed before promotion compares on them
 # off: the trainer's settings; nightly: the nightly retrain searches, other retrains reuse the
 # last searched configuration (searching when there is none yet); always: every retrain searches
@@ -81,6 +89,7 @@ class IterationReport:
     sent: int
     resumed_from: str | None
     timings: dict[str, float] = field(default_factory=dict)
+    stopping: dict[str, Any] | None = None  # the stopping criteria at this iteration
 
 
 def _utcnow() -> datetime:
@@ -135,6 +144,8 @@ class Controller:
         tune_budget_s: float = 600.0,
         embedder: Embedder | None = None,
         committee_size: int = 5,
+        stop_when: Sequence[str] = (),
+        stopping: dict[str, Any] | None = None,
         seed: int = 0,
         progress: Progress = SILENT,
         clock: Callable[[], datetime] = _utcnow,
@@ -174,6 +185,14 @@ class Controller:
                 f"committee_size must be >= 2, got {committee_size}.", "use 2 or more (e.g. 5)."
             )
         self.committee_size = committee_size
+        unknown = sorted(set(stop_when) - set(STOP_CRITERIA))
+        if unknown:
+            raise ConfigError(
+                f"stop_when names unknown criteria {unknown}.",
+                f"use any of {list(STOP_CRITERIA)}.",
+            )
+        self.stop_when = tuple(stop_when)
+        self.stopping = {**STOPPING_DEFAULTS, **(stopping or {})}
         self.store = store
         self.trainer = trainer
         self.tool = tool
@@ -308,6 +327,99 @@ class Controller:
         if changed:
             return False, f"settings changed since {current.id}: {', '.join(changed)}"
         return True, f"{current.id} is already trained on these labels with these settings"
+
+    # -- stopping ------------------------------------------------------------------------
+    def stopped(self) -> str | None:
+        """Why the loop stopped pushing batches (``stop_when``), from the newest iteration
+        that evaluated the criteria; None while it goes on. A change of ``stop_when`` counts
+        from the next iteration."""
+        if not self.stop_when:
+            return None
+        for it in reversed(self.store.iterations()):
+            stopping = it.info.get("stopping")
+            if stopping is not None:
+                return stopping.get("reason") if stopping.get("stopped") else None
+        return None
+
+    def _stop_set(self) -> list[str]:
+        """The fixed unlabeled sample every model version is scored on (drawn once from the
+        pool, seeded; its items may still be asked for)."""
+        size = int(self.stopping["stop_set_size"])
+        ids = self.store.get_meta("stop_set")
+        if ids is None and size > 0:
+            pool = self.store.pool()
+            rng = np.random.default_rng([self.seed, 0, 3])
+            pick = rng.permutation(len(pool))[:size]
+            ids = [pool[i].id for i in sorted(pick)]
+            self.store.set_meta("stop_set", ids)
+        return list(ids or [])
+
+    def _score_stop_set(self, clf: Classifier, version: str) -> None:
+        ids = self._stop_set()
+        if not ids:
+            return
+        items = self.store.get_items(ids)
+        proba = np.asarray(clf.predict_proba([it.text for it in items]), dtype=np.float64)
+        self.store.set_meta(
+            f"stop_set:{version}",
+            {
+                "predictions": np.argmax(proba, axis=1).tolist(),
+                "uncertainty": float(np.mean(1.0 - proba.max(axis=1))),
+            },
+        )
+
+    def stopping_status(self) -> dict[str, Any]:
+        """Every stopping criterion on the model versions so far (each scored on the stop
+        set), whether the loop stops (``stop_when``) and why."""
+        from strategies import stopping as st
+
+        cfg = self.stopping
+        versions = self.store.model_versions()
+        scored = [(mv, self.store.get_meta(f"stop_set:{mv.id}")) for mv in versions]
+        scored = [(mv, rec) for mv, rec in scored if rec is not None]
+        preds = [np.asarray(rec["predictions"]) for _, rec in scored]
+        unc = [float(rec["uncertainty"]) for _, rec in scored]
+        n_labels = versions[-1].n_labels if versions else 0
+        verdicts = {
+            "stable-predictions": st.stabilizing_predictions(
+                preds, threshold=float(cfg["kappa"]), window=int(cfg["window"])
+            ),
+            "low-uncertainty": st.overall_uncertainty(unc, threshold=float(cfg["uncertainty"])),
+            "plateau": self._plateau(versions),
+            "budget": st.label_budget(
+                n_labels, budget=None if cfg["budget"] is None else int(cfg["budget"])
+            ),
+        }
+        fired = [name for name in self.stop_when if verdicts[name].fired]
+        return {
+            "n_labels": n_labels,
+            "models_scored": len(scored),
+            "criteria": {name: v.as_dict() for name, v in verdicts.items()},
+            "stop_when": list(self.stop_when),
+            "stopped": bool(fired),
+            "reason": "; ".join(f"{name}: {verdicts[name].detail}" for name in fired) or None,
+        }
+
+    def _plateau(self, versions: Sequence[ModelVersion]) -> Any:
+        """The learning-curve forecast's plateau verdict over the model versions' held-out
+        accuracy (the labeled evaluation sample once it has >= 20 items, else the test split)."""
+        from loop.forecast import VERDICT_PLATEAU, CurvePoint, forecast
+        from strategies.stopping import Verdict
+
+        split = (
+            "eval"
+            if any(v.metrics.get("eval_n", 0) >= MIN_EVAL_FOR_PROMOTION for v in versions)
+            else "test"
+        )
+        pts = [
+            CurvePoint(int(v.n_labels), (float(v.metrics[f"{split}_accuracy"]),))
+            for v in versions
+            if f"{split}_accuracy" in v.metrics and v.n_labels > 0
+        ]
+        if len({p.n_labels for p in pts}) < 4:
+            return Verdict(False, None, None, f"{len(pts)} curve point(s); the forecast needs 4")
+        fc = forecast(pts, n_boot=100, seed=self.seed)
+        return Verdict(fc.verdict == VERDICT_PLATEAU, fc.plateau_gain, None, fc.reason)
 
     def _last_tuning(self, trainer: Trainer) -> tuple[str, dict[str, Any]] | None:
         """(version id, params) of the newest model version trained with settings searched
@@ -453,6 +565,7 @@ class Controller:
             created_at=self.clock(),
         )
         self.store.add_model_version(mv)
+        self._score_stop_set(clf, mv.id)
         with self._load_lock:
             self._loaded, self._loaded_id = clf, version_id
         return mv
@@ -578,6 +691,16 @@ class Controller:
             t = time.perf_counter()
             if k is None:
                 k = self.batch_size if current is not None else self.initial_batch_size
+            stopping = self.stopping_status() if current is not None else None
+            info: dict[str, Any] = {}
+            if stopping is not None:
+                info["stopping"] = stopping
+                if stopping["stopped"]:
+                    k = 0  # labels are still ingested and models retrained; no new batch
+            if info:
+                it = self.store.update_iteration(it.number, info=info)
+            timings["stopping"] = time.perf_counter() - t
+            t = time.perf_counter()
             queries = self._select(it.number, k, current, rng)
             timings["select"] = time.perf_counter() - t
             self.store.record_queries(it.number, queries)
@@ -608,6 +731,7 @@ class Controller:
             sent=sent,
             resumed_from=resumed_from,
             timings=timings,
+            stopping=it.info.get("stopping"),
         )
 
     def _eval_queries(self, iteration: int) -> list[Query]:

@@ -23,6 +23,12 @@ def describe(rep: IterationReport) -> str:
             + (f", accuracy {acc:.3f} on the {where}" if acc is not None else "")
         )
     parts.append(f"sent {rep.sent} item(s) for labeling")
+    stop = rep.stopping or {}
+    if stop.get("stopped"):
+        parts.append(
+            f"; STOPPED by stop_when ({stop.get('reason')}): no new batch, labels are still "
+            "ingested and the model retrained"
+        )
     return " ".join(parts)
 
 
@@ -65,7 +71,7 @@ class LoopRunner:
         need, why = self.ctrl.needs_training()
         waiting = self.awaiting()
         if need or waiting < self.refill_below:
-            if not need and not store.pool():
+            if not need and (not store.pool() or self.ctrl.stopped()):
                 return None
             rep = self.ctrl.run_iteration()
             self.say(describe(rep) + ("" if need else f" (queue refill: {waiting} awaiting)"))

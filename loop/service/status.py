@@ -107,6 +107,11 @@ def project_status(
     )
     eval_labeled = len(store.training_set("eval"))
     info["eval_sample"] = {"size": items["eval"], "labeled": eval_labeled}
+    last = next(
+        (it.info["stopping"] for it in reversed(store.iterations()) if "stopping" in it.info),
+        None,
+    )
+    info["stopping"] = last  # the criteria as the newest iteration evaluated them
     info["metrics_note"] = metrics_note(items["eval"], eval_labeled, items["test"])
     return info
 

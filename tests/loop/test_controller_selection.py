@@ -14,6 +14,7 @@ import strategies
 from loop.controller import Controller
 from loop.errors import ConfigError
 from loop.oracle import OracleTool
+from loop.records import Label
 from tests.fakes import DIM, BowTrainer, _vec, toy_store
 
 
@@ -102,3 +103,61 @@ def test_typiclust_cold_start(make) -> None:  # type: ignore[no-untyped-def]
     assert embedder.calls  # clustered on the pool's embeddings
     with pytest.raises(ConfigError, match="typiclust"):
         make("margin", cold_start="typiclust", embedder=None)
+
+
+def test_every_iteration_records_the_stopping_criteria(make) -> None:  # type: ignore[no-untyped-def]
+    ctrl, _, _ = make("margin")
+    first = ctrl.run_iteration()
+    assert first.stopping is None  # nothing trained yet, nothing to judge
+    rep = ctrl.run_iteration()
+    assert rep.stopping is not None and not rep.stopping["stopped"]
+    assert set(rep.stopping["criteria"]) == {
+        "stable-predictions",
+        "low-uncertainty",
+        "plateau",
+        "budget",
+    }
+    # every model version is scored on one fixed stop set drawn from the pool
+    stop_set = ctrl.store.get_meta("stop_set")
+    assert stop_set and set(stop_set) <= {it.id for it in ctrl.store.pool()} | {
+        q.item_id for q in ctrl.store.queries()
+    }
+    mv = ctrl.store.model_versions()[-1]
+    rec = ctrl.store.get_meta(f"stop_set:{mv.id}")
+    assert len(rec["predictions"]) == len(stop_set) and 0.0 <= rec["uncertainty"] <= 1.0
+    rep = ctrl.run_iteration()
+    assert rep.stopping["models_scored"] == 2
+    assert ctrl.stopped() is None  # no stop_when: criteria are reported, never acted on
+
+
+def test_stop_when_stops_pushing_but_labels_still_train(make) -> None:  # type: ignore[no-untyped-def]
+    from loop.runner import describe
+    from loop.service.status import project_status
+
+    ctrl, trainer, _ = make("margin", stop_when=["budget"], stopping={"budget": 13})
+    ctrl.run_iteration()  # cold start: 8 items
+    rep = ctrl.run_iteration()  # trains on 8 (< 13): goes on, asks 5 more
+    assert rep.selected == 5 and not rep.stopping["stopped"] and ctrl.stopped() is None
+    rep = ctrl.run_iteration()  # the 5 answers arrive: trains on 13, then stops asking
+    assert rep.trained and rep.n_labels == 13
+    assert rep.selected == 0 and rep.sent == 0
+    assert rep.stopping["stopped"] and "budget: 13 of 13 labels" in rep.stopping["reason"]
+    assert ctrl.stopped() == rep.stopping["reason"]
+    assert "STOPPED by stop_when (budget: 13 of 13 labels)" in describe(rep)
+    assert project_status(ctrl.store)["stopping"]["stopped"] is True
+    # labels that still arrive (annotators open old tasks) are ingested and trained on
+    ctrl.store.add_labels(
+        [
+            Label(item_id=it.id, value="pos", source="labelstudio", annotation_id=f"late:{it.id}")
+            for it in ctrl.store.pool()[:5]  # min_new_labels
+        ]
+    )
+    calls = trainer.train_calls
+    rep = ctrl.run_iteration()
+    assert rep.trained and rep.n_labels == 18 and trainer.train_calls == calls + 1
+    assert rep.selected == 0 and rep.stopping["stopped"]
+
+
+def test_stop_when_rejects_unknown_criteria(make) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match=r"unknown criteria \['forever'\]"):
+        make("margin", stop_when=["forever"])
