@@ -25,6 +25,31 @@ from strategies.selection import _as_embeddings, _positive_int, top_k
 INPUTS = frozenset({"proba", "proba_samples", "embeddings", "labeled_embeddings", "labels"})
 _CHUNK = 4096
 _EPS = 1e-12
+#: The pairwise work (candidates x picks) the greedy batch strategies (core-set, BADGE) do at
+#: most: above it they choose among a candidate set of ``WORK_CAP // k`` items (at least
+#: ``MIN_CANDIDATES``), so one selection from a pool of millions stays within seconds.
+WORK_CAP = 10_000_000
+MIN_CANDIDATES = 10_000
+#: Points x clusters x dimensions above which k-means runs on a 32-d PCA projection.
+KMEANS_WORK_CAP = 2_000_000_000
+
+
+def candidate_count(n: int, k: int) -> int:
+    """How many candidates a greedy batch strategy considers for ``k`` picks from ``n``."""
+    return min(n, max(k, MIN_CANDIDATES, WORK_CAP // max(1, k)))
+
+
+def _candidates(
+    n: int, k: int, rng: np.random.Generator, scores: np.ndarray | None = None
+) -> np.ndarray | None:
+    """The candidate set (sorted indices) when ``n`` is over :func:`candidate_count`: the
+    best by ``scores``, or a uniform random sample (as baal's ``max_sample``); None: all."""
+    c = candidate_count(n, k)
+    if c >= n:
+        return None
+    if scores is not None:
+        return np.sort(top_k(scores, c, rng))
+    return np.sort(rng.choice(n, size=c, replace=False))
 
 
 @dataclass(frozen=True)
@@ -163,13 +188,16 @@ def coreset(
     """Greedy k-centre: repeatedly the pool item farthest from every labeled item and every
     item picked so far. Sener & Savarese, "Active learning for convolutional neural networks:
     a core-set approach", ICLR 2018. Scores: the distance to the nearest centre when picked.
-    O(n (m + k) d) time, O(n) extra memory."""
+    O(n (m + k) d) time, O(n) extra memory; over :data:`WORK_CAP` it picks from a uniform
+    random candidate set of :func:`candidate_count` items (the labeled centres stay whole)."""
     generator = require_generator(rng, "coreset")
     count = _positive_int(k, "coreset: k")
-    emb = _as_embeddings(inputs.need("embeddings", "coreset"))
-    n = emb.shape[0]
-    if n == 0:
+    full = _as_embeddings(inputs.need("embeddings", "coreset"))
+    if full.shape[0] == 0:
         return np.empty(0, dtype=np.intp), np.empty(0)
+    cand = _candidates(full.shape[0], count, generator)
+    emb = full if cand is None else full[cand]
+    n = emb.shape[0]
     count = min(count, n)
     norms = np.einsum("ij,ij->i", emb, emb)
     nearest = np.full(n, np.inf)
@@ -195,7 +223,9 @@ def coreset(
         nearest[j] = -1.0  # never again
     finite = gaps[np.isfinite(gaps)]
     top = float(finite.max()) + 1.0 if finite.size else 1.0
-    scores = np.zeros(n, dtype=np.float64)
+    scores = np.zeros(full.shape[0], dtype=np.float64)
+    if cand is not None:
+        picks = cand[picks]
     scores[picks] = np.where(np.isfinite(gaps), gaps, top)  # a start without labels: first
     return picks, scores
 
@@ -207,7 +237,9 @@ def badge(
     ``g = (p - onehot(argmax p)) ⊗ x``, so the batch is both uncertain (long gradients) and
     diverse. Ash et al., "Deep batch active learning by diverse, uncertain gradient lower
     bounds", ICLR 2020. Never builds the ``(n, C d)`` matrix: ``<g_i, g_j> = <a_i, a_j>
-    <x_i, x_j>`` with ``a = p - onehot``. Scores: ``|g|`` of every item."""
+    <x_i, x_j>`` with ``a = p - onehot``. Scores: ``|g|`` of every item. Over
+    :data:`WORK_CAP` the seeding runs over the :func:`candidate_count` items of longest
+    gradient (the ones k-means++ would favour)."""
     generator = require_generator(rng, "badge")
     count = _positive_int(k, "badge: k")
     emb = _as_embeddings(inputs.need("embeddings", "badge"))
@@ -220,7 +252,11 @@ def badge(
     a[np.arange(n), np.argmax(proba, axis=1)] -= 1.0
     a_norm = np.einsum("ij,ij->i", a, a)
     x_norm = np.einsum("ij,ij->i", emb, emb)
-    g_norm = a_norm * x_norm  # |g_i|^2
+    all_g = a_norm * x_norm  # |g_i|^2
+    cand = _candidates(n, count, generator, scores=all_g)
+    if cand is not None:
+        a, emb, n = a[cand], emb[cand], cand.shape[0]
+    g_norm = all_g if cand is None else all_g[cand]
     picks: list[int] = []
     d2 = np.full(n, np.inf)
     first = int(np.argmax(g_norm)) if g_norm.max() > 0 else int(generator.integers(n))
@@ -240,7 +276,8 @@ def badge(
             j = int(generator.choice(n, p=weights / total))
         picks.append(j)
         taken[j] = True
-    return np.asarray(picks, dtype=np.intp), np.sqrt(g_norm)
+    idx = np.asarray(picks, dtype=np.intp)
+    return (idx if cand is None else cand[idx]), np.sqrt(all_g)
 
 
 def _kmeans_labels(emb: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -251,6 +288,12 @@ def _kmeans_labels(emb: np.ndarray, k: int, rng: np.random.Generator) -> np.ndar
 
     seed = int(rng.integers(0, 2**31 - 1))
     n = emb.shape[0]
+    if n * k * emb.shape[1] > KMEANS_WORK_CAP and emb.shape[1] > 32:
+        from sklearn.decomposition import PCA
+
+        emb = PCA(n_components=32, random_state=seed, svd_solver="randomized").fit_transform(
+            emb[:, :]
+        )
     model = (
         KMeans(n_clusters=k, n_init=1, random_state=seed)
         if n < 20_000
@@ -341,10 +384,18 @@ def typiclust(
     strategies suit high and low budgets", ICML 2022. ``(min(k, n),)`` indices."""
     generator = require_generator(rng, "typiclust")
     count = _positive_int(k, "typiclust: k")
-    emb = _as_embeddings(embeddings)
+    full = _as_embeddings(embeddings)
+    if count >= full.shape[0]:
+        return np.arange(full.shape[0], dtype=np.intp)
+    # a cold start over millions: a uniform random sample of max(20 k, 20,000) items
+    cap = max(20 * count, 2 * MIN_CANDIDATES)
+    cand = (
+        np.sort(generator.choice(full.shape[0], size=cap, replace=False))
+        if full.shape[0] > cap
+        else None
+    )
+    emb = full if cand is None else full[cand]
     n = emb.shape[0]
-    if count >= n:
-        return np.arange(n, dtype=np.intp)
     groups = _kmeans_labels(emb, count, generator)
     typical = np.zeros(n, dtype=np.float64)
     for g in np.unique(groups):
@@ -354,10 +405,15 @@ def typiclust(
             continue
         block = emb[members]
         sq = np.einsum("ij,ij->i", block, block)
-        d = np.sqrt(np.maximum(sq[:, None] - 2.0 * block @ block.T + sq[None, :], 0.0))
         m = min(neighbours, members.shape[0] - 1)
-        knn = np.sort(d, axis=1)[:, 1 : m + 1]
-        typical[members] = 1.0 / (knn.mean(axis=1) + _EPS)
+        for a in range(0, members.shape[0], 1024):  # rows in chunks: memory 1024 x size
+            rows = block[a : a + 1024]
+            d = np.sqrt(
+                np.maximum(sq[a : a + 1024, None] - 2.0 * rows @ block.T + sq[None, :], 0.0)
+            )
+            knn = np.partition(d, m, axis=1)[:, : m + 1]  # itself (0) and its m nearest
+            typical[members[a : a + 1024]] = 1.0 / ((knn.sum(axis=1) - knn.min(axis=1)) / m + _EPS)
     sizes = np.bincount(groups, minlength=count)
     picks = _best_per_group(typical, groups, count, generator)
-    return picks[np.argsort(-sizes[groups[picks]], kind="stable")]
+    picks = picks[np.argsort(-sizes[groups[picks]], kind="stable")]
+    return picks if cand is None else cand[picks]

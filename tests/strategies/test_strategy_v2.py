@@ -168,3 +168,34 @@ def test_typiclust_picks_one_typical_item_per_group() -> None:
     idx = typiclust(emb, 3, np.random.default_rng(0), neighbours=5)
     assert sorted(group[idx].tolist()) == [0, 1, 2]
     np.testing.assert_array_equal(idx, typiclust(emb, 3, np.random.default_rng(0), neighbours=5))
+
+
+def test_greedy_strategies_choose_among_candidates_over_the_work_cap(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Over WORK_CAP, core-set picks from a random candidate set and BADGE from the items of
+    longest gradient; picks stay distinct pool indices, scores cover the whole pool."""
+    import strategies
+    from strategies import batch
+
+    rng = np.random.default_rng(0)
+    n, k = 3000, 20
+    emb = rng.standard_normal((n, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    proba = rng.dirichlet(np.ones(4), size=n)
+    lab = emb[:10].copy()
+    monkeypatch.setattr(batch, "WORK_CAP", 5000)
+    monkeypatch.setattr(batch, "MIN_CANDIDATES", 100)
+    assert batch.candidate_count(n, k) == 250
+    inputs = strategies.SelectionInputs(proba=proba, embeddings=emb, labeled_embeddings=lab)
+    for name in ("coreset", "badge"):
+        st = strategies.get_measure(name)
+        idx, scores = st.choose(inputs, k, np.random.default_rng(1))
+        again, _ = st.choose(inputs, k, np.random.default_rng(1))
+        assert len(set(idx.tolist())) == k and idx.min() >= 0 and idx.max() < n
+        assert np.array_equal(idx, again) and scores is not None and scores.shape == (n,)
+    a = proba.copy()
+    a[np.arange(n), proba.argmax(axis=1)] -= 1.0
+    g = (a * a).sum(axis=1)
+    idx, _ = strategies.get_measure("badge").choose(inputs, k, np.random.default_rng(1))
+    assert g[idx].min() >= np.sort(g)[-250]  # only the 250 longest gradients compete
+    picks = strategies.typiclust(emb, 5, np.random.default_rng(2))
+    assert len(set(picks.tolist())) == 5 and picks.max() < n
