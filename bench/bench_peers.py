@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import strategies  # noqa: E402
-from loop.metrics import normalised_auc  # noqa: E402
+from loop.simulation import curve_stats  # noqa: E402
 
 OURS = "alloop"
 OUR_STRATEGIES = ("random", "margin", "coreset", "badge")
@@ -215,21 +215,9 @@ def run_peers(
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    aucs = [normalised_auc(r["labels"], r["accuracy"]) for r in runs]
-    acc = np.array([r["accuracy"] for r in runs], dtype=float)
-    f1 = np.array([r["macro_f1"] for r in runs], dtype=float)
     sel = [s for r in runs for s in r["select_seconds"]]
     return {
-        "labels": runs[0]["labels"],
-        "accuracy": acc.mean(axis=0).tolist(),
-        "macro_f1": f1.mean(axis=0).tolist(),
-        "auc": float(np.mean(aucs)),
-        "auc_std": float(np.std(aucs)),
-        "auc_per_seed": aucs,
-        "final_accuracy": float(acc[:, -1].mean()),
-        "final_accuracy_std": float(acc[:, -1].std()),
-        "final_macro_f1": float(f1[:, -1].mean()),
-        "final_macro_f1_std": float(f1[:, -1].std()),
+        **curve_stats(runs),
         "select_seconds": float(np.mean(sel)) if sel else 0.0,
         "per_seed": runs,
     }

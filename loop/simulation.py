@@ -211,22 +211,8 @@ def run_simulation(
     }
     for name in names:
         runs = per[name]
-        labels = runs[0]["labels"]
-        acc = np.array([r["accuracy"] for r in runs], dtype=float)
-        f1 = np.array([r["macro_f1"] for r in runs], dtype=float)
-        aucs = [normalised_auc(r["labels"], r["accuracy"]) for r in runs]
         summary["strategies"][name] = {
-            "labels": labels,
-            "accuracy": acc.mean(axis=0).tolist(),
-            "accuracy_std": acc.std(axis=0).tolist(),
-            "macro_f1": f1.mean(axis=0).tolist(),
-            "auc": float(np.mean(aucs)),
-            "auc_std": float(np.std(aucs)),
-            "auc_per_seed": aucs,
-            "final_accuracy": float(acc[:, -1].mean()),
-            "final_accuracy_std": float(acc[:, -1].std()),
-            "final_macro_f1": float(f1[:, -1].mean()),
-            "final_macro_f1_std": float(f1[:, -1].std()),
+            **curve_stats(runs),
             # the median: the first selection of a run also embeds the pool (cache fill)
             "select_seconds": float(
                 np.median([x for r in runs for x in r.get("select_seconds", [])] or [0.0])
@@ -236,6 +222,28 @@ def run_simulation(
             "per_seed": runs,
         }
     return summary
+
+
+def curve_stats(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean learning curve and its spread over the runs (seeds) of one strategy: labels, mean
+    accuracy (and std per point) and macro-F1, normalised AUC per seed, mean and std, final
+    accuracy and macro-F1 with their std."""
+    acc = np.array([r["accuracy"] for r in runs], dtype=float)
+    f1 = np.array([r["macro_f1"] for r in runs], dtype=float)
+    aucs = [normalised_auc(r["labels"], r["accuracy"]) for r in runs]
+    return {
+        "labels": runs[0]["labels"],
+        "accuracy": acc.mean(axis=0).tolist(),
+        "accuracy_std": acc.std(axis=0).tolist(),
+        "macro_f1": f1.mean(axis=0).tolist(),
+        "auc": float(np.mean(aucs)),
+        "auc_std": float(np.std(aucs)),
+        "auc_per_seed": aucs,
+        "final_accuracy": float(acc[:, -1].mean()),
+        "final_accuracy_std": float(acc[:, -1].std()),
+        "final_macro_f1": float(f1[:, -1].mean()),
+        "final_macro_f1_std": float(f1[:, -1].std()),
+    }
 
 
 def _fired(stopping: Mapping[str, Any] | None) -> list[str]:
