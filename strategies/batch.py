@@ -154,6 +154,8 @@ def density_margin(
     2008. O(n d): the mean similarity of unit rows is a dot product with the pool's mean."""
     emb = _as_embeddings(inputs.need("embeddings", "density-margin"))
     unc = margin(inputs.need("proba", "density-margin"))
+    if emb.shape[0] == 0:
+        return unc
     centre = emb.mean(axis=0)
     density = np.clip((emb @ centre + 1.0) / 2.0, 0.0, 1.0)
     return unc * density**beta
@@ -357,19 +359,74 @@ def class_balanced_margin(
     if n == 0:
         return np.empty(0, dtype=np.intp), scores
     count = min(count, n)
-    seen = np.bincount(np.asarray(labels, dtype=np.intp), minlength=c)[:c]
-    want = 1.0 / (seen + 1.0)
-    quota = np.floor(count * want / want.sum()).astype(int)
+    quota, classes = _class_quotas(labels, c, count)
     pred = np.argmax(proba, axis=1)
     order = top_k(scores, n, generator)
     chosen: list[int] = []
     taken = np.zeros(n, dtype=bool)
-    for cls in np.argsort(-want, kind="stable"):
+    for cls in classes:
         members = order[pred[order] == cls][: quota[cls]]
         chosen.extend(int(i) for i in members)
         taken[members] = True
     rest = order[~taken[order]][: count - len(chosen)]
     return np.concatenate([np.asarray(chosen, dtype=np.intp), rest]), scores
+
+
+def _class_quotas(labels: np.ndarray, c: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Places per class, in inverse proportion to ``1 + labels seen`` (floors, so they sum to
+    at most ``count``), and the classes rarest first."""
+    seen = np.bincount(np.asarray(labels, dtype=np.intp), minlength=c)[:c]
+    want = 1.0 / (seen + 1.0)
+    quota = np.floor(count * want / want.sum()).astype(int)
+    return quota, np.argsort(-want, kind="stable")
+
+
+def balanced_cluster_margin(
+    inputs: SelectionInputs, k: int, rng: np.random.Generator, candidates: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class-balanced quotas (as :func:`class_balanced_margin`) filled by cluster-margin: for
+    a class with quota ``q``, the ``candidates * q`` most uncertain items predicted as that
+    class are clustered into ``q`` groups and the most uncertain of each is asked; places
+    left over go to the most uncertain remaining items. Balance for rare classes, diversity
+    within each class (a combination of Citovsky et al. 2021 and small-text's ClassBalancer)."""
+    who = "balanced-cluster-margin"
+    generator = require_generator(rng, who)
+    count = _positive_int(k, f"{who}: k")
+    proba = inputs.need("proba", who)
+    labels = inputs.need("labels", who)
+    emb = _as_embeddings(inputs.need("embeddings", who))
+    scores = margin(proba)
+    n, c = proba.shape
+    if emb.shape[0] != n:
+        raise StrategyInputError(
+            f"{who}: embeddings",
+            expected=f"one row per pool item ({n})",
+            found=f"{emb.shape[0]} rows",
+            fix="pass the embeddings of the same pool as proba",
+        )
+    if n == 0:
+        return np.empty(0, dtype=np.intp), scores
+    count = min(count, n)
+    if count == n:
+        return top_k(scores, n, generator), scores
+    quota, classes = _class_quotas(labels, c, count)
+    pred = np.argmax(proba, axis=1)
+    order = top_k(scores, n, generator)
+    chosen: list[np.ndarray] = []
+    taken = np.zeros(n, dtype=bool)
+    for cls in classes:
+        q = int(quota[cls])
+        if q == 0:
+            continue
+        members = order[pred[order] == cls][: candidates * q]
+        if members.shape[0] > q:
+            groups = _kmeans_labels(emb[members], q, generator)
+            members = members[_best_per_group(scores[members], groups, q, generator)]
+        chosen.append(members)
+        taken[members] = True
+    used = sum(m.shape[0] for m in chosen)
+    chosen.append(order[~taken[order]][: count - used])
+    return np.concatenate(chosen).astype(np.intp, copy=False), scores
 
 
 # -- cold start -----------------------------------------------------------------------------

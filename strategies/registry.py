@@ -183,6 +183,14 @@ def _build() -> Mapping[str, Strategy]:
             paper="Schroeder et al. 2023 (small-text ClassBalancer)",
             select=batch.class_balanced_margin,
         ),
+        Strategy(
+            "balanced-cluster-margin",
+            None,
+            "cluster-margin within each class-balanced quota",
+            needs=frozenset({P, E, "labels"}),
+            paper="Citovsky et al. 2021 + small-text ClassBalancer",
+            select=batch.balanced_cluster_margin,
+        ),
     )
     return MappingProxyType({entry.name: entry for entry in entries})
 

@@ -186,6 +186,48 @@ class FinetuneClassifier:
             )
         return expand_columns(_softmax64(logits), self.model_classes, self._classes)
 
+    def predict_proba_samples(
+        self, texts: Sequence[str], n_samples: int, seed: int, progress: Progress = SILENT
+    ) -> np.ndarray:
+        """MC dropout (Gal & Ghahramani 2016; for acquisition, Gal, Islam & Ghahramani 2017):
+        ``n_samples`` forward passes with the model's dropout layers active,
+        ``(len(texts), n_samples, len(classes))`` float64, each row sums to 1. Seeded: the same
+        ``seed`` gives the same samples; torch's global random state is left as it was and the
+        model is back in evaluation mode afterwards."""
+        texts = check_texts(texts)
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
+            raise ModelError(
+                f"expected n_samples >= 2 dropout passes, found {n_samples!r}.",
+                "ask for 2 or more samples (committee_size).",
+            )
+        out = np.empty((len(texts), n_samples, len(self._classes)), dtype=np.float64)
+        if not texts:
+            return out
+        with (
+            progress.task("dropout samples", total=n_samples * len(texts)) as advance,
+            torch.random.fork_rng(devices=[]),
+        ):
+            self.model.train()  # dropout on; no gradients are taken (inference mode)
+            try:
+                for t in range(n_samples):
+                    torch.manual_seed(int(seed) + t)
+                    logits = _logits(
+                        self.model,
+                        self.tokenizer,
+                        texts,
+                        max_length=self.max_length,
+                        batch_size=self.batch_size,
+                        sort_by_length=self.sort_by_length,
+                        device=self.device,
+                        advance=advance,
+                    )
+                    out[:, t] = expand_columns(
+                        _softmax64(logits), self.model_classes, self._classes
+                    )
+            finally:
+                self.model.eval()
+        return out
+
     def save(self, path: Path) -> None:
         """``save_pretrained`` (safetensors) + tokenizer + ``alloop_finetune.json``."""
         with atomic_directory(Path(path)) as tmp, quiet_transformers():

@@ -161,3 +161,42 @@ def test_stop_when_stops_pushing_but_labels_still_train(make) -> None:  # type: 
 def test_stop_when_rejects_unknown_criteria(make) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match=r"unknown criteria \['forever'\]"):
         make("margin", stop_when=["forever"])
+
+
+class _SamplingBow:
+    """A BowClassifier that also gives its own probability samples (as MC dropout does)."""
+
+    def __init__(self, inner: Any, calls: list[tuple[int, int]]) -> None:
+        self.inner, self.calls = inner, calls
+        self.classes, self.version = inner.classes, inner.version
+
+    def predict_proba(self, texts, progress=None):  # type: ignore[no-untyped-def]
+        return self.inner.predict_proba(texts)
+
+    def predict_proba_samples(self, texts, n_samples, seed, progress=None):  # type: ignore[no-untyped-def]
+        self.calls.append((len(texts), n_samples))
+        p = self.inner.predict_proba(texts)
+        noise = np.random.default_rng(seed).dirichlet(
+            np.ones(p.shape[1]), size=(len(texts), n_samples)
+        )
+        return 0.8 * p[:, None, :] + 0.2 * noise
+
+    def save(self, path):  # type: ignore[no-untyped-def]
+        self.inner.save(path)
+
+
+def test_a_sampling_classifier_gives_the_committee_itself(make) -> None:  # type: ignore[no-untyped-def]
+    from loop.contracts import SamplingClassifier
+
+    ctrl, trainer, _ = make("bald", committee_size=4)
+    calls: list[tuple[int, int]] = []
+    train, load = trainer.train, trainer.load
+    trainer.train = lambda *a, **kw: _SamplingBow(train(*a, **kw), calls)
+    trainer.load = lambda path: _SamplingBow(load(path), calls)
+    ctrl.run_iteration()
+    rep = ctrl.run_iteration()
+    assert rep.selected == 5
+    assert trainer.train_calls == 1  # no bagging committee was trained
+    pool = len(ctrl.store.pool()) + 5
+    assert calls and calls[0] == (pool, 4)  # the whole pool, committee_size samples
+    assert isinstance(ctrl.load_classifier(ctrl.store.model_versions()[-1]), SamplingClassifier)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from connectors.models.finetune import FinetuneTrainer
+from loop.errors import ModelError
 from tests.models.models_testdata import RecordingProgress, heldout_set, sentiment_set
 
 pytestmark = pytest.mark.slow
@@ -99,3 +100,30 @@ def test_saved_files(two_epochs, tmp_path: Path) -> None:
     assert meta["classes"] == ["pos", "neg"] and meta["info"]["curve"] == clf.info["curve"]
     loaded = trainer.load(tmp_path / "m")
     assert loaded.info["best_epoch"] == clf.info["best_epoch"]
+
+
+def test_mc_dropout_samples(two_epochs) -> None:
+    """Dropout passes: the declared capability, shape, rows on the simplex, samples that differ
+    from each other around the deterministic prediction, seeded, eval mode restored."""
+    import torch
+
+    from loop.contracts import SamplingClassifier
+
+    _, clf, _ = two_epochs
+    assert isinstance(clf, SamplingClassifier)
+    probe, _ = heldout_set()
+    before = torch.random.get_rng_state()
+    samples = clf.predict_proba_samples(probe, 6, seed=11)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert samples.shape == (len(probe), 6, 2) and samples.dtype == np.float64
+    np.testing.assert_allclose(samples.sum(axis=2), 1.0, atol=1e-9)
+    assert not clf.model.training
+    spread = samples[:, :, 0].std(axis=1)
+    assert (spread > 1e-4).mean() > 0.9  # dropout is really on
+    np.testing.assert_array_equal(samples, clf.predict_proba_samples(probe, 6, seed=11))
+    assert not np.array_equal(samples, clf.predict_proba_samples(probe, 6, seed=12))
+    mean_gap = np.abs(samples.mean(axis=1) - clf.predict_proba(probe)).mean()
+    assert mean_gap < 0.1  # centred near the deterministic prediction
+    assert clf.predict_proba_samples([], 3, seed=0).shape == (0, 3, 2)
+    with pytest.raises(ModelError, match="n_samples >= 2"):
+        clf.predict_proba_samples(probe, 1, seed=0)

@@ -21,6 +21,7 @@ def test_available_lists_canonical_names_in_order() -> None:
         "badge",
         "coreset",
         "class-balanced-margin",
+        "balanced-cluster-margin",
     } <= set(available())
 
 

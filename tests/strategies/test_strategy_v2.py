@@ -163,6 +163,29 @@ def test_class_balance_asks_more_of_the_rare_class() -> None:
     assert (pred == 1).sum() > (pred == 0).sum()
 
 
+def test_balanced_cluster_margin_balances_classes_and_spreads_within_each() -> None:
+    emb, group = _clusters()
+    # groups 0 and 1 are predicted class 0, group 2 class 1; class 0 is the rarer in the labels
+    proba = np.where((group == 2)[:, None], [0.45, 0.55], [0.55, 0.45])
+    proba[:20] = [0.52, 0.48]  # group 0 is the most uncertain: plain margin would ask only it
+    labels = np.array([0] * 3 + [1] * 5)
+    inputs = SelectionInputs(proba=proba, embeddings=emb, labels=labels)
+    idx, _ = b.balanced_cluster_margin(inputs, 4, np.random.default_rng(0), candidates=20)
+    # quotas floor(4 * [1/4, 1/6] / (1/4 + 1/6)) = [2, 1], one place left over
+    pred = np.argmax(proba, axis=1)[idx]
+    assert (pred == 1).sum() == 1 and len(set(group[idx].tolist())) == 3
+    plain, _ = b.class_balanced_margin(
+        SelectionInputs(proba=proba, labels=labels), 4, np.random.default_rng(0)
+    )
+    assert set(group[plain].tolist()) == {0, 2}  # without clusters: no item of group 1
+    with pytest.raises(StrategyInputError, match="one row per pool item"):
+        b.balanced_cluster_margin(
+            SelectionInputs(proba=proba, embeddings=emb[:5], labels=labels),
+            4,
+            np.random.default_rng(0),
+        )
+
+
 def test_typiclust_picks_one_typical_item_per_group() -> None:
     emb, group = _clusters()
     idx = typiclust(emb, 3, np.random.default_rng(0), neighbours=5)
