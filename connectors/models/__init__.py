@@ -3,6 +3,7 @@
 - ``embed-lr`` (default, fast): frozen cached sentence embeddings + LogisticRegression head.
 - ``finetune``: full fine-tuning of the encoder with a classification head.
 - ``tfidf-lr`` (fastest, no encoder): word 1-2-gram tf-idf + LogisticRegression head.
+- ``setfit``: contrastive fine-tuning of the encoder on label pairs + LogisticRegression head.
 - ``ladder``: scores tfidf-lr, embed-lr (and optionally finetune) by cross-validation at every
   training and trains the cheapest one that is not clearly beaten (see ``ladder``).
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from connectors.models.encoder import MiniLMEmbedder
     from connectors.models.finetune import FinetuneClassifier, FinetuneTrainer
     from connectors.models.ladder import LadderClassifier, LadderTrainer
+    from connectors.models.setfit import SetFitClassifier, SetFitTrainer
     from connectors.models.tfidf import TfidfLRClassifier, TfidfLRTrainer
     from loop.contracts import Embedder, Trainer
 
@@ -38,13 +40,15 @@ __all__ = [
     "LadderClassifier",
     "LadderTrainer",
     "MiniLMEmbedder",
+    "SetFitClassifier",
+    "SetFitTrainer",
     "TfidfLRClassifier",
     "TfidfLRTrainer",
     "make_embedder",
     "make_trainer",
 ]
 
-TRAINER_NAMES: tuple[str, ...] = ("embed-lr", "finetune", "tfidf-lr", "ladder")
+TRAINER_NAMES: tuple[str, ...] = ("embed-lr", "finetune", "tfidf-lr", "ladder", "setfit")
 
 # parameters each trainer accepts through make_trainer (names match loop.settings)
 _EMBED_PARAMS = ("max_length", "batch_size", "device")
@@ -71,6 +75,20 @@ _PARAMS: Mapping[str, tuple[str, ...]] = {
         "device",
     ),
     "tfidf-lr": ("C", "ngram_max", "min_df", "max_features", "max_iter"),
+    "setfit": (
+        "pairs_per_text",
+        "max_steps",
+        "min_steps",
+        "batch_size",
+        "learning_rate",
+        "warmup_ratio",
+        "max_length",
+        "time_budget_s",
+        "C",
+        "max_iter",
+        "embed_batch_size",
+        "device",
+    ),
     # the rungs' own settings come as nested mappings: tfidf_lr={...}, embed_lr={...}, finetune={...}
     "ladder": (
         "rungs",
@@ -101,6 +119,8 @@ _LAZY = {
     "FinetuneTrainer": "connectors.models.finetune",
     "LadderClassifier": "connectors.models.ladder",
     "LadderTrainer": "connectors.models.ladder",
+    "SetFitClassifier": "connectors.models.setfit",
+    "SetFitTrainer": "connectors.models.setfit",
     "TfidfLRClassifier": "connectors.models.tfidf",
     "TfidfLRTrainer": "connectors.models.tfidf",
 }
@@ -172,6 +192,10 @@ def make_trainer(
         return TfidfLRTrainer(**params)
     if name == "ladder":
         return _make_ladder(cache_dir, model_path, params)
+    if name == "setfit":
+        from connectors.models.setfit import SetFitTrainer
+
+        return SetFitTrainer(model_path, cache_dir=cache_dir, **params)
     from pathlib import Path
 
     from connectors.models.finetune import FinetuneTrainer

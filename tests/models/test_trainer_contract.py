@@ -1,4 +1,5 @@
-"""One contract suite for every Trainer/Classifier: embed-lr (fast) and finetune (slow)."""
+"""One contract suite for every Trainer/Classifier: embed-lr (fast), setfit (a few steps) and
+finetune (slow)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,15 @@ from tests.models.models_testdata import RecordingProgress, heldout_set, sentime
 CLASSES = ("pos", "neutral", "neg")  # "neutral" never has an example
 PERMUTED = ("neg", "pos", "neutral")
 FINETUNE_SMALL = {"epochs": 1, "max_length": 32, "min_steps": 0}
+SETFIT_SMALL = {"max_steps": 6, "min_steps": 0, "max_length": 32, "device": "cpu"}
+SMALL = {"finetune": FINETUNE_SMALL, "setfit": SETFIT_SMALL}
 
 
 def _trainer(name: str, cache_dir: Path) -> Trainer:
-    params = FINETUNE_SMALL if name == "finetune" else {}
-    return make_trainer(name, cache_dir=cache_dir, **params)
+    return make_trainer(name, cache_dir=cache_dir, **SMALL.get(name, {}))
 
 
-TRAINERS = ["embed-lr", pytest.param("finetune", marks=pytest.mark.slow)]
+TRAINERS = ["embed-lr", "setfit", pytest.param("finetune", marks=pytest.mark.slow)]
 
 
 @pytest.fixture(scope="module", params=TRAINERS)
