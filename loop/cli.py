@@ -359,6 +359,7 @@ def simulate(
         "final acc",
         "final macro-F1",
         "select s",
+        "train s (last)",
         "s/seed",
         title=f"{ds.name}, {model}, {seeds} seed(s) (mean ± std over seeds)",
     )
@@ -370,6 +371,7 @@ def simulate(
             f"{r['final_accuracy']:.4f} ± {r['final_accuracy_std']:.4f}",
             f"{r['final_macro_f1']:.4f} ± {r['final_macro_f1_std']:.4f}",
             f"{r['select_seconds']:.3f}",
+            f"{r['train_seconds']:.2f} ({r['last_train_seconds']:.1f})",
             f"{secs:.1f}",
         )
     out.print(t)
@@ -772,6 +774,12 @@ def status(
         f"rejected answers: {info['rejected_answers']}, agreement: {_fmt(info['agreement'])})"
     )
     out.print(f"metrics: {info['metrics_note']}")
+    batch = info.get("current_batch")
+    if batch:
+        out.print(
+            f"current batch: iteration {batch['iteration']}, {batch['selected']} item(s) picked by "
+            f"{batch['model_version']} ({batch['trainer']})"
+        )
     stop = info.get("stopping")
     if stop:
         crit = ", ".join(

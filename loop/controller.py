@@ -51,6 +51,7 @@ STOPPING_DEFAULTS: dict[str, Any] = {
     "budget": None,
     "stop_set_size": 1000,
 }
+LOADED_VERSIONS = 3  # classifiers kept in memory: current, the other lane's, the newest
 MIN_EVAL_FOR_PROMOTION = 20  # labeled eval items needed before promotion compares on them
 # off: the trainer's settings; nightly: the nightly retrain searches, other retrains reuse the
 # last searched configuration (searching when there is none yet); always: every retrain searches
@@ -144,6 +145,8 @@ class Controller:
         tune_budget_s: float = 600.0,
         embedder: Embedder | None = None,
         committee_size: int = 5,
+        slow_trainer: Trainer | None = None,
+        slow_min_new_labels: int = 50,
         stop_when: Sequence[str] = (),
         stopping: dict[str, Any] | None = None,
         seed: int = 0,
@@ -185,6 +188,17 @@ class Controller:
                 f"committee_size must be >= 2, got {committee_size}.", "use 2 or more (e.g. 5)."
             )
         self.committee_size = committee_size
+        if slow_trainer is not None and slow_trainer.name == trainer.name:
+            raise ConfigError(
+                f"the slow lane's model is the fast lane's ({trainer.name!r}).",
+                "set slow_model to a slower, stronger model (e.g. setfit) or leave it empty.",
+            )
+        if slow_min_new_labels < 1:
+            raise ConfigError(
+                f"slow_min_new_labels must be >= 1, got {slow_min_new_labels}.", "use e.g. 50."
+            )
+        self.slow_trainer = slow_trainer
+        self.slow_min_new_labels = slow_min_new_labels
         unknown = sorted(set(stop_when) - set(STOP_CRITERIA))
         if unknown:
             raise ConfigError(
@@ -212,9 +226,10 @@ class Controller:
         self.seed = seed
         self.progress = progress
         self.clock = clock
-        self._loaded: Classifier | None = None
-        self._loaded_id: str | None = None
+        self._loaded: dict[str, Classifier] = {}  # version id -> classifier, newest last
         self._load_lock = threading.Lock()
+        # the fast and the slow lane record versions and decide promotion one at a time
+        self._record_lock = threading.RLock()
 
     # -- labels in -----------------------------------------------------------------------
     def sync(self) -> LabelWriteResult:
@@ -271,20 +286,34 @@ class Controller:
         self.store.set_model_status(current.id, "rejected")
         return promoted[-2]
 
+    def _trainer_of(self, mv: ModelVersion) -> Trainer:
+        """The trainer that loads ``mv``: the slow lane's for its versions, else the loop's."""
+        slow = self.slow_trainer
+        return slow if slow is not None and mv.trainer == slow.name else self.trainer
+
     def load_classifier(self, mv: ModelVersion) -> Classifier:
-        """The classifier of ``mv``, loaded once and cached (thread-safe: the HTTP service's
-        request threads and its worker share the controller)."""
+        """The classifier of ``mv``, loaded once and cached (the last few versions: the two
+        lanes compare each other's; thread-safe: the HTTP service's request threads, its worker
+        and its slow lane share the controller)."""
         with self._load_lock:
-            if self._loaded_id != mv.id or self._loaded is None:
+            clf = self._loaded.get(mv.id)
+            if clf is None:
                 try:
-                    clf = self.trainer.load(Path(mv.path))
+                    clf = self._trainer_of(mv).load(Path(mv.path))
                 except FileNotFoundError:
                     raise ModelError(
                         f"model version {mv.id} is recorded at {mv.path} but the files are missing.",
                         "restore the models directory or retrain (alloop iterate --train).",
                     ) from None
-                self._loaded, self._loaded_id = clf, mv.id
-            return self._loaded
+                self._remember(mv.id, clf)
+            return clf
+
+    def _remember(self, version_id: str, clf: Classifier) -> None:
+        """Keep ``clf`` loaded (caller holds ``_load_lock``): the newest three versions."""
+        self._loaded.pop(version_id, None)
+        self._loaded[version_id] = clf
+        while len(self._loaded) > LOADED_VERSIONS:
+            self._loaded.pop(next(iter(self._loaded)))
 
     def needs_training(self, force: bool = False) -> tuple[bool, str]:
         ts = self.store.training_set()
@@ -299,15 +328,28 @@ class Controller:
         current = self.current_model()
         if current is None:
             return True, "no model yet"
-        changes = self.store.label_revision() - current.label_revision
+        base = current
+        # a retrain the promotion rule turned down (e.g. not better than the slow lane's model)
+        # counts as trained: labels since it trigger the next one, not the same labels again
+        for mv in reversed(self.store.model_versions()):
+            if mv.trainer != self.trainer.name:
+                continue
+            if (
+                mv.status == "rejected"
+                and not (mv.metrics.get("promotion") or {}).get("promoted", True)
+                and mv.label_revision > base.label_revision
+            ):
+                base = mv
+            break
+        changes = self.store.label_revision() - base.label_revision
         if changes >= self.min_new_labels:
             return (
                 True,
-                f"{changes} label changes since {current.id} (threshold {self.min_new_labels})",
+                f"{changes} label changes since {base.id} (threshold {self.min_new_labels})",
             )
         return (
             False,
-            f"{changes} label changes since {current.id}, below the threshold {self.min_new_labels}",
+            f"{changes} label changes since {base.id}, below the threshold {self.min_new_labels}",
         )
 
     def up_to_date(self) -> tuple[bool, str]:
@@ -530,54 +572,158 @@ class Controller:
             **kwargs,
         )
         train_s = time.perf_counter() - t0
-        number = len(self.store.model_versions()) + 1
-        version_id = f"v{number:04d}-{clf.version[:8]}"
-        path = self.models_dir / version_id
-        clf.save(path)
-        metrics: dict[str, Any] = {"train_seconds": round(train_s, 3), **timing}
+        return self._record(
+            clf,
+            trainer,
+            iteration=iteration,
+            revision=revision,
+            n_labels=len(ts),
+            rule=rule or self.promotion,
+            metrics={"train_seconds": round(train_s, 3), **timing},
+            extra={"seed": seed, **extra},
+            ties=len(ts.ties),
+            agreement=ts.agreement,
+        )
+
+    def _record(
+        self,
+        clf: Classifier,
+        trainer: Trainer,
+        *,
+        iteration: int | None,
+        revision: int,
+        n_labels: int,
+        rule: str,
+        metrics: dict[str, Any],
+        extra: dict[str, Any],
+        ties: int,
+        agreement: float | None,
+        lane: str = "fast",
+    ) -> ModelVersion:
+        """Evaluate ``clf`` on the test and eval splits, decide its promotion, save it and record
+        it as a model version (the two lanes one at a time: a version number is never taken
+        twice and each decision compares with the model current at that moment)."""
         t1 = time.perf_counter()
         for split in ("test", "eval"):
             held = self.store.training_set(split)
             metrics.update(evaluate(clf, held.texts, held.labels, split, self.progress))
         metrics["eval_seconds"] = round(time.perf_counter() - t1, 3)
-        if ts.ties:
-            metrics["ties_left_out"] = len(ts.ties)
-        if ts.agreement is not None:
-            metrics["agreement"] = ts.agreement
-        decision = self._promotion(clf, metrics, rule or self.promotion)
-        metrics["promotion"] = decision
-        mv = ModelVersion(
-            id=version_id,
-            trainer=self.trainer.name,
-            path=str(path),
-            classes=self.classes,
-            n_labels=len(ts),
-            label_revision=revision,
-            metrics=metrics,
-            config={
+        if ties:
+            metrics["ties_left_out"] = ties
+        if agreement is not None:
+            metrics["agreement"] = agreement
+        with self._record_lock:
+            number = len(self.store.model_versions()) + 1
+            version_id = f"v{number:04d}-{clf.version[:8]}"
+            path = self.models_dir / version_id
+            clf.save(path)
+            decision = self._promotion(clf, metrics, rule, trainer.name)
+            metrics["promotion"] = decision
+            config = {
                 **trainer.config(),
-                "seed": seed,
-                "training": dict(getattr(clf, "info", {}) or {}),
                 **extra,
-            },
-            iteration=iteration,
-            status="promoted" if decision["promoted"] else "rejected",
-            created_at=self.clock(),
-        )
-        self.store.add_model_version(mv)
+                "training": dict(getattr(clf, "info", {}) or {}),
+            }
+            if self.slow_trainer is not None:
+                config["lane"] = lane
+            mv = ModelVersion(
+                id=version_id,
+                trainer=trainer.name,
+                path=str(path),
+                classes=self.classes,
+                n_labels=n_labels,
+                label_revision=revision,
+                metrics=metrics,
+                config=config,
+                iteration=iteration,
+                status="promoted" if decision["promoted"] else "rejected",
+                created_at=self.clock(),
+            )
+            self.store.add_model_version(mv)
         self._score_stop_set(clf, mv.id)
         with self._load_lock:
-            self._loaded, self._loaded_id = clf, version_id
+            self._remember(version_id, clf)
         return mv
 
-    def _promotion(self, clf: Classifier, metrics: dict[str, Any], rule: str) -> dict[str, Any]:
-        """Whether a new model replaces the current one, with the rule and the numbers."""
+    # -- the slow lane -------------------------------------------------------------------
+    def slow_due(self) -> tuple[bool, str]:
+        """Whether the slow lane should train now: it is configured, the training set has two
+        classes, and ``slow_min_new_labels`` label changes arrived since its last version (or it
+        has none yet)."""
+        slow = self.slow_trainer
+        if slow is None:
+            return False, "no slow lane (slow_model is not set)"
+        ts = self.store.training_set()
+        if len(set(ts.labels)) < 2:
+            return False, f"{len(ts)} labeled items; the slow lane needs 2 classes"
+        mine = [mv for mv in self.store.model_versions() if mv.trainer == slow.name]
+        if not mine:
+            return True, f"no {slow.name} model yet ({len(ts)} labels)"
+        changes = self.store.label_revision() - mine[-1].label_revision
+        if changes >= self.slow_min_new_labels:
+            return True, (
+                f"{changes} label changes since {mine[-1].id} "
+                f"(threshold {self.slow_min_new_labels})"
+            )
+        return False, (
+            f"{changes} label changes since {mine[-1].id}, below the threshold "
+            f"{self.slow_min_new_labels}"
+        )
+
+    def train_slow(self, progress: Progress | None = None) -> ModelVersion:
+        """Train the slow lane's model on the current training set (it does not hold the
+        iteration: the fast lane keeps training and selecting meanwhile), embed the pool with it
+        so that its first selection waits for nothing, then record it. It replaces the current
+        model only when not worse on the same held-out data (``not-worse``, always)."""
+        slow = self.slow_trainer
+        if slow is None:
+            raise ConfigError("no slow lane is configured.", "set slow_model (e.g. setfit).")
+        progress = progress or self.progress
+        revision = self.store.label_revision()
+        ts = self.store.training_set()
+        seed = self.seed + revision
+        t0 = time.perf_counter()
+        clf = slow.train(
+            list(ts.texts), list(ts.labels), classes=self.classes, seed=seed, progress=progress
+        )
+        metrics: dict[str, Any] = {"train_seconds": round(time.perf_counter() - t0, 3)}
+        if isinstance(clf, EmbeddingClassifier):  # fills its embedding cache
+            t1 = time.perf_counter()
+            pool = self.store.pool()
+            clf.embed([it.text for it in pool], progress=progress)
+            metrics["pool_embed_seconds"] = round(time.perf_counter() - t1, 3)
+            metrics["pool_embedded"] = len(pool)
+        return self._record(
+            clf,
+            slow,
+            iteration=None,
+            revision=revision,
+            n_labels=len(ts),
+            rule="not-worse",
+            metrics=metrics,
+            extra={"seed": seed},
+            ties=len(ts.ties),
+            agreement=ts.agreement,
+            lane="slow",
+        )
+
+    def _promotion(
+        self, clf: Classifier, metrics: dict[str, Any], rule: str, trainer_name: str
+    ) -> dict[str, Any]:
+        """Whether a new model replaces the current one, with the rule and the numbers. With a
+        slow lane, a model replaces one of the other lane only when not worse."""
         if rule not in ("always", "not-worse"):
             raise ConfigError(
                 f"promotion rule must be 'always' or 'not-worse', got {rule!r}.",
                 "pick one of the two.",
             )
         current = self.current_model()
+        if (
+            self.slow_trainer is not None
+            and current is not None
+            and current.trainer != trainer_name
+        ):
+            rule = "not-worse"
         if rule == "always" or current is None:
             return {
                 "rule": rule,
@@ -704,7 +850,10 @@ class Controller:
             queries = self._select(it.number, k, current, rng)
             timings["select"] = time.perf_counter() - t
             self.store.record_queries(it.number, queries)
-            it = self.store.update_iteration(it.number, info={"selected": len(queries)})
+            picked: dict[str, Any] = {"selected": len(queries)}
+            if current is not None:  # which model picked this batch (with a slow lane: either)
+                picked["picked_by"] = {"model_version": current.id, "trainer": current.trainer}
+            it = self.store.update_iteration(it.number, info=picked)
 
         sent = 0
         if it.step == "selected":

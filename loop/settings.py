@@ -136,6 +136,9 @@ class SetFitSettings(BaseModel):
     C: float = Field(3.0, gt=0, description="inverse L2 regularisation of the head")
     max_iter: int = Field(1000, ge=10)
     embed_batch_size: int = Field(64, ge=1, description="texts per batch when embedding")
+    tune_layers: int = Field(
+        0, ge=0, description="top transformer layers tuned (0 = all); token embeddings stay frozen"
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when present")
 
 
@@ -293,6 +296,15 @@ class Settings(BaseSettings):
     label_studio: LabelStudioSettings = LabelStudioSettings()
     service: ServiceSettings = ServiceSettings()
     text: TextSettings = TextSettings()
+    slow_model: Literal["finetune", "ladder", "setfit"] | None = Field(
+        None,
+        description="two-speed loop: this model trains in the background (the service's slow "
+        "lane) while `model` answers every batch; it takes over only when not worse on "
+        "held-out data. None: one lane",
+    )
+    slow_min_new_labels: int = Field(
+        50, ge=1, description="label changes since the slow lane's last model that retrain it"
+    )
     stop_when: list[Literal["stable-predictions", "low-uncertainty", "plateau", "budget"]] = Field(
         default_factory=list,
         description="stopping criteria that stop the loop pushing batches (labels are still "
@@ -309,6 +321,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        if self.slow_model is not None and self.slow_model == self.model:
+            raise ValueError(
+                f"slow_model {self.slow_model!r} is the same as model: the slow lane needs a "
+                "different (slower, stronger) model, e.g. model='embed-lr', slow_model='setfit'"
+            )
         if self.classes is not None:
             if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
                 raise ValueError(f"classes must be >= 2 distinct names, got {self.classes}")

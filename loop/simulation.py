@@ -156,6 +156,7 @@ def run_simulation(
                         "macro_f1": [],
                         "stopping": [],  # per point: the criteria that fire there
                         "select_seconds": [],  # per point: the selection after that model
+                        "train_seconds": [],  # per point: the retrain that made that model
                     }
                     while True:
                         k = min(config.step, config.budget - asked)
@@ -169,6 +170,7 @@ def run_simulation(
                             curve["macro_f1"].append(rep.metrics["test_macro_f1"])
                             curve["stopping"].append(_fired(rep.stopping))
                             curve["select_seconds"].append(rep.timings.get("select", 0.0))
+                            curve["train_seconds"].append(rep.metrics.get("train_seconds", 0.0))
                         asked += rep.selected
                         if k == 0 or rep.selected == 0:
                             break
@@ -216,6 +218,13 @@ def run_simulation(
             # the median: the first selection of a run also embeds the pool (cache fill)
             "select_seconds": float(
                 np.median([x for r in runs for x in r.get("select_seconds", [])] or [0.0])
+            ),
+            "train_seconds": float(
+                np.median([x for r in runs for x in r.get("train_seconds", [])] or [0.0])
+            ),
+            # the retrain at the largest label count (the slowest, usually)
+            "last_train_seconds": float(
+                np.mean([r["train_seconds"][-1] for r in runs if r.get("train_seconds")] or [0.0])
             ),
             "full_data_accuracy": full["mean"] if full else None,
             "stopping": stopping_summary(runs, config.budget),

@@ -22,14 +22,16 @@ def open_store(settings: Settings, url: str | None = None) -> Store:
     return SqlStore.open(url or settings.db_url, max_text_chars=settings.text.max_chars)
 
 
-def trainer_params(settings: Settings) -> dict[str, Any]:
-    if settings.model == "embed-lr":
+def trainer_params(settings: Settings, model: str | None = None) -> dict[str, Any]:
+    """The settings section of ``model`` (default: ``settings.model``) as trainer keywords."""
+    model = model or settings.model
+    if model == "embed-lr":
         return settings.embed_lr.model_dump()
-    if settings.model == "tfidf-lr":
+    if model == "tfidf-lr":
         return settings.tfidf_lr.model_dump()
-    if settings.model == "setfit":
+    if model == "setfit":
         return settings.setfit.model_dump()
-    if settings.model == "ladder":
+    if model == "ladder":
         return {
             **settings.ladder.model_dump(),
             "tfidf_lr": settings.tfidf_lr.model_dump(),
@@ -39,14 +41,16 @@ def trainer_params(settings: Settings) -> dict[str, Any]:
     return settings.finetune.trainer_params()
 
 
-def make_trainer(settings: Settings) -> Trainer:
+def make_trainer(settings: Settings, model: str | None = None) -> Trainer:
+    """The trainer of ``model`` (default: ``settings.model``) with its settings."""
     from connectors.models import make_trainer as _make
 
+    model = model or settings.model
     return _make(
-        settings.model,
+        model,
         cache_dir=settings.cache / "embeddings",
         model_path=settings.model_path,
-        **trainer_params(settings),
+        **trainer_params(settings, model),
     )
 
 
@@ -201,6 +205,8 @@ def build_controller(
         tune_budget_s=settings.finetune.tune_budget_s,
         embedder=embedder,
         committee_size=settings.committee_size,
+        slow_trainer=make_trainer(settings, settings.slow_model) if settings.slow_model else None,
+        slow_min_new_labels=settings.slow_min_new_labels,
         stop_when=settings.stop_when,
         stopping=settings.stopping.model_dump(),
         seed=settings.seed,

@@ -87,6 +87,7 @@ _PARAMS: Mapping[str, tuple[str, ...]] = {
         "C",
         "max_iter",
         "embed_batch_size",
+        "tune_layers",
         "device",
     ),
     # the rungs' own settings come as nested mappings: tfidf_lr={...}, embed_lr={...}, finetune={...}

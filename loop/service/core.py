@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("alloop.service")
 
 LEASE_NAME = "iteration"
+SLOW_LEASE_NAME = "slow-lane"  # one slow-lane training at a time across processes
 WEBHOOK_PATH = "/webhooks/label-studio"
 SECRET_HEADER = "X-Alloop-Secret"
 WEBHOOK_SOURCE = "label-studio"  # the Label object's source for Label Studio answers
@@ -380,6 +381,14 @@ class LoopService:
         self._failures = 0
         self._last_poll: dict[str, Any] | None = None
         self.webhook_stats = _WebhookStats()
+        # the slow lane (settings.slow_model): its own thread, lease, progress and job records
+        self._slow: threading.Thread | None = None
+        self._slow_kick = threading.Event()
+        self._slow_progress = JobProgress()
+        self._slow_running: JobRecord | None = None
+        self._slow_jobs: deque[JobRecord] = deque(maxlen=JOB_HISTORY)
+        self._slow_backoff_until = 0.0
+        self._slow_failures = 0
         self.webhook_id: int | None = None
         self.ml_backend: int | None = None  # Label Studio's id of the ML backend connection
 
@@ -469,6 +478,10 @@ class LoopService:
         self._poller = threading.Thread(target=self._poll_loop, name="alloop-poller", daemon=True)
         self._worker.start()
         self._poller.start()
+        if getattr(self.controller, "slow_trainer", None) is not None:
+            self._slow_kick.set()
+            self._slow = threading.Thread(target=self._slow_loop, name="alloop-slow", daemon=True)
+            self._slow.start()
         self._start_scheduler()
 
     def stop(self, timeout: float = 60.0) -> bool:
@@ -477,6 +490,7 @@ class LoopService:
         lease. Returns whether every thread ended."""
         self._stop.set()
         self._reconcile.set()
+        self._slow_kick.set()
         with self._cv:
             self._cv.notify_all()
         if self._scheduler is not None:
@@ -487,12 +501,12 @@ class LoopService:
             self._scheduler = None
         deadline = time.monotonic() + timeout
         ended = True
-        for t in (self._poller, self._worker):
+        for t in (self._poller, self._worker, self._slow):
             if t is not None:
                 t.join(max(0.0, deadline - time.monotonic()))
                 ended &= not t.is_alive()
         if ended:
-            self._worker = self._poller = None
+            self._worker = self._poller = self._slow = None
             with contextlib.suppress(AlloopError):
                 self.store.release_lease(LEASE_NAME, self.holder)
             if self._owns_store:
@@ -797,7 +811,7 @@ class LoopService:
                         work.merge(self._pending)
                         self._pending = work
                 return "blocked"
-            heartbeat = _Heartbeat(self)
+            heartbeat = _Heartbeat(self, LEASE_NAME, lambda: self._running)
             ran = False
             try:
                 if work.nightly:
@@ -897,7 +911,110 @@ class LoopService:
         finally:
             job.finished_at = _now()
             self._running = None
+            self._slow_kick.set()  # new labels may make the slow lane due
         return job
+
+    # -- the slow lane -------------------------------------------------------------------
+    def _slow_loop(self) -> None:
+        """Trains the slow lane's model whenever enough labels arrived since its last one,
+        apart from the worker: the fast lane keeps training, selecting and pushing batches
+        meanwhile. Woken after every job and every ``poll_seconds``."""
+        while not self._stop.is_set():
+            self._slow_kick.wait(self.poll_seconds)
+            self._slow_kick.clear()
+            if self._stop.is_set():
+                return
+            if time.monotonic() < self._slow_backoff_until:
+                continue
+            try:
+                self.run_slow_lane()
+            except AlloopError as err:  # e.g. the database is unreachable: retried later
+                log.error("the slow lane could not look for work: %s", err)
+            except Exception:  # noqa: BLE001 - keep the thread alive to retry
+                log.exception("the slow lane failed")
+
+    def run_slow_lane(self) -> JobRecord | None:
+        """Train the slow lane's model now when it is due (in this thread); the job record, or
+        None when not due or another process holds the slow lane's lease."""
+        ctrl = self.controller
+        due, why = ctrl.slow_due()
+        if not due:
+            return None
+        store = self.store
+        if not store.acquire_lease(SLOW_LEASE_NAME, self.holder, self.lease_seconds):
+            lease = store.lease(SLOW_LEASE_NAME)
+            if lease is None or not holder_is_stale(lease[0]):
+                return None
+            store.release_lease(SLOW_LEASE_NAME, lease[0])
+            if not store.acquire_lease(SLOW_LEASE_NAME, self.holder, self.lease_seconds):
+                return None
+        heartbeat = _Heartbeat(self, SLOW_LEASE_NAME, lambda: self._slow_running)
+        self._job_ids += 1
+        job = JobRecord(self._job_ids, "slow-train", ("slow-lane",), why, _now())
+        self._slow_jobs.append(job)
+        self._slow_running = job
+        log.info("slow lane: training %s (%s)", ctrl.slow_trainer.name, why)
+        try:
+            mv = ctrl.train_slow(progress=self._slow_progress)
+            promo = mv.metrics.get("promotion", {})
+            job.result = {
+                "model_version": mv.id,
+                "trainer": mv.trainer,
+                "n_labels": mv.n_labels,
+                "status": mv.status,
+                "promotion": dict(promo),
+                "train_seconds": mv.metrics.get("train_seconds"),
+                "pool_embed_seconds": mv.metrics.get("pool_embed_seconds"),
+                "summary": f"{mv.id} ({mv.trainer}, {mv.n_labels} labels): {mv.status} "
+                f"({promo.get('reason', '')})",
+            }
+            job.status = "done"
+            self._slow_failures = 0
+            log.info("slow lane: %s", job.result["summary"])
+            if mv.status == "promoted":
+                self._signal(check=True, source="slow-lane")
+        except Exception as err:  # noqa: BLE001 - recorded, logged, retried later
+            job.status = "failed"
+            job.error = str(err) if isinstance(err, AlloopError) else f"{type(err).__name__}: {err}"
+            self._slow_failures += 1
+            delay = min(MAX_FAILURE_BACKOFF_S, self.poll_seconds * 2 ** (self._slow_failures - 1))
+            self._slow_backoff_until = time.monotonic() + delay
+            log.error("slow lane failed: %s (retried in %.0f s)", job.error, delay)
+        finally:
+            job.finished_at = _now()
+            self._slow_running = None
+            heartbeat.stop()
+            try:
+                store.release_lease(SLOW_LEASE_NAME, self.holder)
+            except AlloopError as err:
+                log.warning("could not release the slow lane's lease: %s", err)
+        return job
+
+    def slow_lane_status(self) -> dict[str, Any] | None:
+        """The slow lane: its model, whether it is due, the running training (with progress)
+        and the recent ones; None without a slow lane."""
+        ctrl = self.controller
+        slow = getattr(ctrl, "slow_trainer", None)
+        if slow is None:
+            return None
+        try:
+            due, why = ctrl.slow_due()
+        except AlloopError as err:
+            due, why = False, str(err)
+        running = self._slow_running
+        return {
+            "model": slow.name,
+            "min_new_labels": ctrl.slow_min_new_labels,
+            "due": due,
+            "reason": why,
+            "thread_running": self._slow is not None and self._slow.is_alive(),
+            "running": (
+                {**running.as_dict(), "progress": self._slow_progress.snapshot()}
+                if running
+                else None
+            ),
+            "recent": [j.as_dict() for j in list(self._slow_jobs)[-10:]],
+        }
 
     def _iterate(self, force: bool, push: bool = False) -> dict[str, Any]:
         """One iteration (a resumed one first). ``force``: a retrain, unless the model is up to
@@ -995,6 +1112,7 @@ class LoopService:
         info["current_model"] = model_info(current) if current else None
         its = self.store.iterations()
         info["last_iteration"] = iteration_info(its[-1]) if its else None
+        info["slow_lane"] = self.slow_lane_status()
         info["waiting_for_answers"] = len(self.controller.waiting())
         info["stopping"] = self.controller.stopping_status() if current else None
         info["job"] = self.job_status()
@@ -1037,10 +1155,14 @@ class LoopService:
 
 
 class _Heartbeat:
-    """Renews the service's lease every third of its time-to-live while a job runs."""
+    """Renews one of the service's leases every third of its time-to-live while a job runs."""
 
-    def __init__(self, service: LoopService) -> None:
+    def __init__(
+        self, service: LoopService, name: str, job: Callable[[], JobRecord | None]
+    ) -> None:
         self._svc = service
+        self._name = name
+        self._job = job
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alloop-lease", daemon=True)
         self._thread.start()
@@ -1050,18 +1172,18 @@ class _Heartbeat:
         every = max(0.2, svc.lease_seconds / 3)
         while not self._stop.wait(every):
             try:
-                kept = svc.store.renew_lease(LEASE_NAME, svc.holder, svc.lease_seconds)
+                kept = svc.store.renew_lease(self._name, svc.holder, svc.lease_seconds)
             except AlloopError as err:
-                log.warning("could not renew the %r lease: %s", LEASE_NAME, err)
+                log.warning("could not renew the %r lease: %s", self._name, err)
                 continue
             if not kept:
-                job = svc._running
+                job = self._job()
                 if job is not None:
                     job.lease_lost = True
                 log.error(
                     "lost the %r lease (not renewed in time and taken by another process); "
                     "the running step finishes, its writes are idempotent",
-                    LEASE_NAME,
+                    self._name,
                 )
 
     def stop(self) -> None:

@@ -61,6 +61,16 @@ def iteration_info(it: Iteration, *, full: bool = True) -> dict[str, Any]:
     return out
 
 
+def current_batch(iterations: list[Iteration]) -> dict[str, Any] | None:
+    """Which model picked the newest batch: the newest iteration that selected items with a
+    model (cold-start batches have none), or None."""
+    for it in reversed(iterations):
+        picked = it.info.get("picked_by")
+        if picked and it.info.get("selected"):
+            return {"iteration": it.number, "selected": it.info["selected"], **picked}
+    return None
+
+
 def metrics_note(n_eval: int, eval_labeled: int, n_test: int) -> str:
     """Whether the recorded metrics can be trusted yet, in one sentence."""
     if n_eval == 0:
@@ -112,6 +122,7 @@ def project_status(
         None,
     )
     info["stopping"] = last  # the criteria as the newest iteration evaluated them
+    info["current_batch"] = current_batch(store.iterations())
     info["metrics_note"] = metrics_note(items["eval"], eval_labeled, items["test"])
     return info
 

@@ -65,3 +65,36 @@ def test_time_budget_stops_tuning(tmp_path: Path) -> None:
     texts, labels = sentiment_set(8)
     clf = trainer.train(texts, labels, classes=("pos", "neg"), seed=0)
     assert clf.info["stopped_by_time_budget"] and clf.info["steps"] < 200
+
+
+def test_token_embeddings_stay_frozen_and_tune_layers_freezes_the_lower_layers() -> None:
+    texts, labels = sentiment_set(8)
+    base = SetFitTrainer(cache_dir=None, max_steps=2, min_steps=0, max_length=32, device="cpu")
+    _, model = base._load_base("cpu")  # noqa: SLF001 - the untouched encoder
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    total = sum(p.numel() for p in model.parameters())
+    emb = sum(p.numel() for p in model.embeddings.parameters())
+    per_layer = sum(p.numel() for p in model.encoder.layer[0].parameters())
+    full = base.train(texts, labels, classes=("pos", "neg"), seed=0)
+    assert full.info["trainable_parameters"] == total - emb
+    top2 = SetFitTrainer(
+        cache_dir=None, max_steps=2, min_steps=0, max_length=32, device="cpu", tune_layers=2
+    )
+    clf = top2.train(texts, labels, classes=("pos", "neg"), seed=0)
+    n_layers = len(model.encoder.layer)
+    assert clf.info["trainable_parameters"] == total - emb - (n_layers - 2) * per_layer
+    tuned = dict(clf.encoder._model.named_parameters())  # noqa: SLF001 - inspection
+    for name, p in before.items():
+        changed = not np.allclose(tuned[name].detach().numpy(), p.numpy())
+        frozen = name.startswith("embeddings.") or any(
+            name.startswith(f"encoder.layer.{i}.") for i in range(n_layers - 2)
+        )
+        if frozen:
+            assert not changed, name
+    assert any(
+        not np.allclose(tuned[n].detach().numpy(), before[n].numpy())
+        for n in before
+        if n.startswith(f"encoder.layer.{n_layers - 1}.")
+    )
+    with pytest.raises(ModelError, match="tune_layers >= 0"):
+        SetFitTrainer(tune_layers=-1)

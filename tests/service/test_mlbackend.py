@@ -320,7 +320,7 @@ def test_predict_with_missing_model_files_is_503_with_a_fix(env) -> None:  # typ
     for f in Path(mv.path).iterdir():
         f.unlink()
     Path(mv.path).rmdir()
-    ctrl._loaded, ctrl._loaded_id = None, None  # a fresh process: nothing cached
+    ctrl._loaded.clear()  # a fresh process: nothing cached
     r = client.post("/ml/predict", json=predict_body([task(1, TEXTS[0])]))
     assert r.status_code == 503
     assert mv.id in r.json()["detail"] and "Fix:" in r.json()["detail"]
