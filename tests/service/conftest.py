@@ -312,6 +312,9 @@ def make_env(tmp_path: Path, corpus: Any) -> Iterator[Callable[..., Env]]:
     yield make
     for env in made:
         env.trainer.release()
+        for gate in env.extra:  # e.g. a held slow-lane trainer
+            if isinstance(gate, threading.Event):
+                gate.set()
         env.service.stop(timeout=10)
         env.client.close()
         env.store.close()
