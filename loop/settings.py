@@ -46,8 +46,8 @@ class TfidfLRSettings(BaseModel):
 
 class LadderSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rungs: list[Literal["tfidf-lr", "embed-lr", "finetune"]] = Field(
-        ["tfidf-lr", "embed-lr"], description="cheapest first; finetune only when listed"
+    rungs: list[Literal["tfidf-lr", "embed-lr", "setfit", "finetune"]] = Field(
+        ["tfidf-lr", "embed-lr"], description="cheapest first; setfit, finetune only when listed"
     )
     tune: bool = Field(False, description="also tune C of the linear rungs by the same CV")
     cv_budget_s: float = Field(60.0, gt=0, description="time budget of the rungs' cross-validation")
@@ -62,6 +62,7 @@ class LadderSettings(BaseModel):
     finetune_budget_s: float = Field(900.0, gt=0)
     finetune_holdout: float = Field(0.2, gt=0, lt=0.5)
     finetune_seconds_per_text_epoch: float = Field(0.03, gt=0)
+    setfit_min_labels: int = Field(40, ge=2, description="labels before the setfit rung is scored")
 
 
 class FinetuneSettings(BaseModel):

@@ -37,6 +37,7 @@ def trainer_params(settings: Settings, model: str | None = None) -> dict[str, An
             "tfidf_lr": settings.tfidf_lr.model_dump(),
             "embed_lr": settings.embed_lr.model_dump(),
             "finetune": settings.finetune.trainer_params(),
+            "setfit": settings.setfit.model_dump(),
         }
     return settings.finetune.trainer_params()
 

@@ -101,14 +101,21 @@ _PARAMS: Mapping[str, tuple[str, ...]] = {
         "finetune_budget_s",
         "finetune_holdout",
         "finetune_seconds_per_text_epoch",
+        "setfit_min_labels",
         "default_rung",
         "margin",
         "tfidf_lr",
         "embed_lr",
         "finetune",
+        "setfit",
     ),
 }
-_NESTED = {"tfidf_lr": "tfidf-lr", "embed_lr": "embed-lr", "finetune": "finetune"}
+_NESTED = {
+    "tfidf_lr": "tfidf-lr",
+    "embed_lr": "embed-lr",
+    "finetune": "finetune",
+    "setfit": "setfit",
+}
 
 _LAZY = {
     "CachedEmbedder": "connectors.models.cache",
@@ -220,7 +227,7 @@ def _make_ladder(
     model_path: str | os.PathLike[str] | None,
     params: dict[str, Any],
 ) -> Trainer:
-    """The ladder and its rungs' trainers; ``params[tfidf_lr|embed_lr|finetune]`` are mappings
+    """The ladder and its rungs' trainers; ``params[tfidf_lr|embed_lr|finetune|setfit]`` are mappings
     of those trainers' settings (e.g. ``settings.embed_lr.model_dump()``)."""
     from connectors.models.ladder import LadderTrainer
 
@@ -244,6 +251,13 @@ def _make_ladder(
             "finetune", cache_dir=cache_dir, model_path=model_path, **nested["finetune"]
         )
 
+    def setfit() -> Trainer:
+        return make_trainer(
+            "setfit", cache_dir=cache_dir, model_path=model_path, **nested["setfit"]
+        )
+
     if "rungs" in params:
         params["rungs"] = tuple(params["rungs"])
-    return LadderTrainer(tfidf=tfidf, embed_lr=embed_lr, finetune=finetune, **params)  # type: ignore[arg-type]
+    return LadderTrainer(  # type: ignore[arg-type]
+        tfidf=tfidf, embed_lr=embed_lr, finetune=finetune, setfit=setfit, **params
+    )

@@ -5,13 +5,17 @@ Rungs, cheapest first (cost of training and, above all, of scoring a large pool)
 
 1. ``tfidf-lr`` — word 1-2-gram tf-idf + logistic regression (no encoder at all);
 2. ``embed-lr`` — frozen MiniLM embeddings (cached) + logistic regression;
-3. ``finetune`` — the whole encoder fine-tuned (about 100x slower on CPU): only when listed in
+3. ``setfit`` — contrastive tuning of the encoder + logistic regression (a time budget per
+   training, ~50 s on 2 CPU cores): only when listed in ``rungs`` and there are at least
+   ``setfit_min_labels`` labels;
+4. ``finetune`` — the whole encoder fine-tuned (about 100x slower on CPU): only when listed in
    ``rungs`` and there are at least ``finetune_min_labels`` labels.
 
 Scoring: the light rungs by the same repeated stratified k-fold CV (:mod:`.tuning`; same folds
-for every rung, one shared time budget); ``finetune`` on one stratified held-out split, and only
-when its estimated time fits ``finetune_budget_s`` (otherwise it is skipped and the reason
-recorded). Its ``std`` is the binomial standard error ``sqrt(p (1 - p) / n_holdout)``.
+for every rung, one shared time budget); the heavy rungs (``setfit``, ``finetune``) on one
+stratified held-out split, and only when the estimated time fits ``finetune_budget_s``
+(otherwise skipped, the reason recorded). Their ``std`` is the binomial standard error
+``sqrt(p (1 - p) / n_holdout)``.
 
 The rule: walk up the rungs in order of cost, keeping the cheapest as the incumbent. A more
 expensive rung replaces the incumbent only when its mean accuracy exceeds the incumbent's by
@@ -23,7 +27,7 @@ more than a margin; equal scores keep the cheaper rung. ``margin`` picks the bar
   same folds, so the noise they share cancels) — wins that hold fold after fold are enough;
 - ``"none"``: any gain in mean accuracy.
 
-``finetune`` has no folds: its bar is its binomial standard error whatever ``margin`` is.
+The heavy rungs have no folds: their bar is their binomial standard error whatever ``margin`` is.
 Without any score (a class with one example, or the budget ran out before one full round)
 ``default_rung`` is trained and the record says why.
 
@@ -73,8 +77,9 @@ from loop.progress import SILENT, Progress
 FORMAT = "alloop.ladder/1"
 META_FILE = "ladder.json"
 MODEL_DIR = "model"
-RUNGS: tuple[str, ...] = ("tfidf-lr", "embed-lr", "finetune")  # cheapest first
+RUNGS: tuple[str, ...] = ("tfidf-lr", "embed-lr", "setfit", "finetune")  # cheapest first
 LIGHT_RUNGS: tuple[str, ...] = ("tfidf-lr", "embed-lr")  # scored by k-fold CV
+HEAVY_RUNGS: tuple[str, ...] = ("setfit", "finetune")  # scored on one held-out split
 MARGINS: dict[str, str] = {
     "std": "its own CV std",
     "paired-se": "the standard error of the per-fold differences",
@@ -92,6 +97,8 @@ def rule(margin: str) -> str:
 
 # measured: 27 s per epoch over 1,000 short texts (MiniLM, batch 16, 2 CPU cores)
 FINETUNE_SECONDS_PER_TEXT_EPOCH = 0.03
+# measured: 0.8-1.2 s per contrastive step (16 pairs, 64 tokens, MiniLM, 2 CPU cores)
+SETFIT_SECONDS_PER_STEP = 1.0
 
 
 class _Precomputed:
@@ -177,6 +184,7 @@ class LadderTrainer:
         tfidf: TfidfLRTrainer,
         embed_lr: EmbedLRTrainer,
         finetune: Callable[[], Any] | None = None,
+        setfit: Callable[[], Any] | None = None,
         rungs: Sequence[str] = LIGHT_RUNGS,
         tune: bool = False,
         cv_budget_s: float = 60.0,
@@ -186,6 +194,7 @@ class LadderTrainer:
         finetune_budget_s: float = 900.0,
         finetune_holdout: float = 0.2,
         finetune_seconds_per_text_epoch: float = FINETUNE_SECONDS_PER_TEXT_EPOCH,
+        setfit_min_labels: int = 40,
         default_rung: str = "embed-lr",
         margin: str = "std",
     ):
@@ -194,12 +203,17 @@ class LadderTrainer:
         if not rungs or unknown:
             raise ConfigError(
                 f"expected ladder rungs among {list(RUNGS)}, found {list(rungs)}.",
-                "list one or more of: tfidf-lr, embed-lr, finetune.",
+                "list one or more of: tfidf-lr, embed-lr, setfit, finetune.",
             )
-        if "finetune" in rungs and finetune is None:
+        for rung, make in (("finetune", finetune), ("setfit", setfit)):
+            if rung in rungs and make is None:
+                raise ConfigError(
+                    f"expected a {rung} trainer for the {rung} rung, found none.",
+                    f"pass {rung}=..., or leave {rung} out of the rungs.",
+                )
+        if setfit_min_labels < 2:
             raise ConfigError(
-                "expected a finetune trainer for the finetune rung, found none.",
-                "pass finetune=..., or leave finetune out of the rungs.",
+                f"expected setfit_min_labels >= 2, found {setfit_min_labels}.", "use e.g. 40."
             )
         if default_rung not in rungs:
             raise ConfigError(
@@ -229,6 +243,9 @@ class LadderTrainer:
         self.embedder = embed_lr.embedder
         self._make_finetune = finetune
         self._finetune: Any = None
+        self._make_setfit = setfit
+        self._setfit: Any = None
+        self.setfit_min_labels = int(setfit_min_labels)
         self.tune = bool(tune)
         self.cv_budget_s = float(cv_budget_s)
         self.max_splits = int(max_splits)
@@ -249,6 +266,19 @@ class LadderTrainer:
                 )
             self._finetune = self._make_finetune()
         return self._finetune
+
+    def setfit_trainer(self) -> Any:
+        if self._setfit is None:
+            if self._make_setfit is None:
+                raise ModelError(
+                    "expected a way to build the setfit trainer, found none.",
+                    "build the ladder with connectors.models.make_trainer('ladder', ...).",
+                )
+            self._setfit = self._make_setfit()
+        return self._setfit
+
+    def _heavy(self, rung: str) -> Any:
+        return self.setfit_trainer() if rung == "setfit" else self.finetune_trainer()
 
     def config(self) -> Mapping[str, Any]:
         out: dict[str, Any] = {
@@ -272,6 +302,11 @@ class LadderTrainer:
                 finetune_seconds_per_text_epoch=self.finetune_seconds_per_text_epoch,
             )
             out["finetune"] = dict(self.finetune_trainer().config())
+        if "setfit" in self.rungs:
+            out["setfit_min_labels"] = self.setfit_min_labels
+            out["setfit"] = dict(self.setfit_trainer().config())
+            out.setdefault("finetune_budget_s", self.finetune_budget_s)
+            out.setdefault("finetune_holdout", self.finetune_holdout)
         return out
 
     # -- training --------------------------------------------------------------------------
@@ -341,12 +376,13 @@ class LadderTrainer:
                 why = f"not scored: {plan.reason}"
             for rung in light:
                 records[rung].update(status="not scored", why=why)
-        if "finetune" in self.rungs and need_cv:
-            records["finetune"] = self._score_finetune(texts, labels, classes, plan, seed)
-        elif "finetune" in self.rungs:
-            records["finetune"].update(
-                status="not scored", why="the only enabled rung: nothing to compare"
-            )
+        for heavy in HEAVY_RUNGS:
+            if heavy in self.rungs and need_cv:
+                records[heavy] = self._score_heavy(heavy, texts, labels, classes, plan, seed)
+            elif heavy in self.rungs:
+                records[heavy].update(
+                    status="not scored", why="the only enabled rung: nothing to compare"
+                )
 
         chosen = choose_rung(records, self.rungs, self.default_rung, margin=self.margin)
         t1 = time.perf_counter()
@@ -390,35 +426,48 @@ class LadderTrainer:
             rung_of[fam.name] = "embed-lr"
         return families, rung_of
 
-    def _score_finetune(
+    def _score_heavy(
         self,
+        rung: str,
         texts: list[str],
         labels: list[str],
         classes: tuple[str, ...],
         plan: CVPlan,
         seed: int,
     ) -> dict[str, Any]:
-        rec = _record("finetune", why="", status="skipped")
+        """Score a heavy rung (``setfit`` or ``finetune``) on one stratified held-out split."""
+        rec = _record(rung, why="", status="skipped")
         n = len(texts)
-        if n < self.finetune_min_labels:
-            rec["why"] = f"skipped: {n} labels < finetune_min_labels {self.finetune_min_labels}"
+        floor, floor_name = (
+            (self.setfit_min_labels, "setfit_min_labels")
+            if rung == "setfit"
+            else (self.finetune_min_labels, "finetune_min_labels")
+        )
+        if n < floor:
+            rec["why"] = f"skipped: {n} labels < {floor_name} {floor}"
             return rec
         if not plan.usable:
             rec["why"] = f"skipped: no stratified held-out split ({plan.reason})"
             return rec
-        trainer = self.finetune_trainer()
+        trainer = self._heavy(rung)
         n_hold = max(int(round(self.finetune_holdout * n)), len(set(labels)))
-        epochs = int(getattr(trainer, "epochs", 1))
-        min_steps = int(getattr(trainer, "min_steps", 0) or 0)
-        if min_steps:  # small sets get more epochs (see FinetuneTrainer.min_steps)
-            per_epoch = math.ceil((n - n_hold) / int(getattr(trainer, "batch_size", 16)))
-            epochs = max(epochs, math.ceil(min_steps / max(1, per_epoch)))
-        estimate = (n - n_hold) * epochs * self.finetune_seconds_per_text_epoch
+        if rung == "setfit":  # its own time budget caps the tuning; the head is seconds
+            steps = int(trainer.planned_steps(n - n_hold))
+            estimate = min(float(trainer.time_budget_s), steps * SETFIT_SECONDS_PER_STEP)
+            detail = f"{steps} steps, time budget {trainer.time_budget_s:g} s"
+        else:
+            epochs = int(getattr(trainer, "epochs", 1))
+            min_steps = int(getattr(trainer, "min_steps", 0) or 0)
+            if min_steps:  # small sets get more epochs (see FinetuneTrainer.min_steps)
+                per_epoch = math.ceil((n - n_hold) / int(getattr(trainer, "batch_size", 16)))
+                epochs = max(epochs, math.ceil(min_steps / max(1, per_epoch)))
+            estimate = (n - n_hold) * epochs * self.finetune_seconds_per_text_epoch
+            detail = f"{n - n_hold} texts x {epochs} epochs"
         rec["estimated_seconds"] = round(estimate, 1)
         if estimate > self.finetune_budget_s:
             rec["why"] = (
-                f"skipped: held-out run estimated at {estimate:.0f} s ({n - n_hold} texts x "
-                f"{epochs} epochs) > finetune_budget_s {self.finetune_budget_s:g}"
+                f"skipped: held-out run estimated at {estimate:.0f} s ({detail}) > "
+                f"finetune_budget_s {self.finetune_budget_s:g}"
             )
             return rec
         from sklearn.model_selection import StratifiedShuffleSplit
@@ -476,9 +525,7 @@ class LadderTrainer:
             clf = embed_lr.train(texts, labels, classes=classes, seed=seed, progress=progress)
             clf.embedder = self.embedder  # predictions go through the real (cached) embedder
             return clf
-        return self.finetune_trainer().train(
-            texts, labels, classes=classes, seed=seed, progress=progress
-        )
+        return self._heavy(rung).train(texts, labels, classes=classes, seed=seed, progress=progress)
 
     # -- loading -------------------------------------------------------------------------
     def load(self, path: Path) -> LadderClassifier:
@@ -496,8 +543,8 @@ class LadderTrainer:
             inner = TfidfLRTrainer().load(path / MODEL_DIR)
         elif rung == "embed-lr":
             inner = self.embed_lr.load(path / MODEL_DIR)
-        elif rung == "finetune":
-            inner = self.finetune_trainer().load(path / MODEL_DIR)
+        elif rung in HEAVY_RUNGS:
+            inner = self._heavy(rung).load(path / MODEL_DIR)
         else:
             raise ModelError(
                 f"expected the rung of {path} among {list(RUNGS)}, found {rung!r}.",

@@ -354,3 +354,62 @@ def test_finetune_rung_is_scored_on_a_held_out_split(shared_cache_dir: Path) -> 
     assert rec["std"] == pytest.approx(np.sqrt(p * (1 - p) / 8), abs=1e-4)
     assert rec["seconds"] > 0
     assert sum(r["chosen"] for r in clf.info["ladder"]) == 1
+
+
+def test_setfit_is_skipped_below_its_minimum_and_when_over_the_budget(
+    shared_cache_dir: Path,
+) -> None:
+    texts, labels = sentiment_set(16)
+    few = make_trainer(
+        "ladder", cache_dir=shared_cache_dir, rungs=["embed-lr", "setfit"], setfit_min_labels=40
+    )
+    rec = _records(few.train(texts, labels, classes=["neg", "pos"], seed=0))["setfit"]
+    assert rec["status"] == "skipped" and "32 labels < setfit_min_labels 40" in rec["why"]
+    tight = make_trainer(
+        "ladder",
+        cache_dir=shared_cache_dir,
+        rungs=["embed-lr", "setfit"],
+        setfit_min_labels=10,
+        finetune_budget_s=5.0,
+        setfit={"time_budget_s": 30.0, "max_steps": 40},
+    )
+    rec = _records(tight.train(texts, labels, classes=["neg", "pos"], seed=0))["setfit"]
+    assert rec["status"] == "skipped" and rec["estimated_seconds"] == 30.0
+    assert "time budget 30 s" in rec["why"] and "finetune_budget_s 5" in rec["why"]
+    config = tight.config()
+    assert config["setfit"]["trainer"] == "setfit" and config["setfit_min_labels"] == 10
+    with pytest.raises(ConfigError, match="setfit_min_labels >= 2"):
+        make_trainer("ladder", cache_dir=shared_cache_dir, setfit_min_labels=1)
+
+
+@pytest.mark.slow
+def test_setfit_rung_is_scored_on_a_held_out_split_and_a_setfit_rung_loads(
+    shared_cache_dir: Path, tmp_path: Path
+) -> None:
+    from connectors.models.ladder import LadderClassifier
+
+    trainer = make_trainer(
+        "ladder",
+        cache_dir=shared_cache_dir,
+        rungs=["embed-lr", "setfit"],
+        setfit_min_labels=20,
+        margin="none",
+        setfit={"max_steps": 4, "min_steps": 4, "max_length": 32, "device": "cpu"},
+    )
+    texts, labels = sentiment_set(20)
+    clf = trainer.train(texts, labels, classes=["neg", "pos"], seed=0)
+    rec = _records(clf)["setfit"]
+    assert rec["status"] == "scored" and rec["n_holdout"] == 8 and rec["n_folds"] == 1
+    p = rec["cv_accuracy"]
+    assert rec["std"] == pytest.approx(np.sqrt(p * (1 - p) / 8), abs=1e-4)
+    emb = _records(clf)["embed-lr"]
+    # margin none: setfit is chosen exactly when its held-out accuracy beats embed-lr's CV mean
+    assert (clf.rung == "setfit") == (p > emb["cv_accuracy"])
+    # whichever won, a ladder model of the setfit rung saves and loads through the ladder
+    inner = trainer.setfit_trainer().train(texts, labels, classes=["neg", "pos"], seed=0)
+    saved = LadderClassifier(inner, "setfit", {"chosen": "setfit"})
+    saved.save(tmp_path / "m")
+    back = trainer.load(tmp_path / "m")
+    assert back.rung == "setfit" and back.version == saved.version
+    probe, _ = heldout_set()
+    np.testing.assert_allclose(back.predict_proba(probe), saved.predict_proba(probe), atol=1e-5)
