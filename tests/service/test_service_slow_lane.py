@@ -105,8 +105,10 @@ def test_a_failed_slow_training_is_recorded_and_the_loop_goes_on(make_env) -> No
     env.idle()
     _answer_sent(env)
     wait_until(
-        lambda: (env.service.status()["slow_lane"]["recent"] or [{}])[-1].get("status")
-        in ("done", "failed"),
+        lambda: (
+            (env.service.status()["slow_lane"]["recent"] or [{}])[-1].get("status")
+            in ("done", "failed")
+        ),
         10,
         "the slow job",
     )
