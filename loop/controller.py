@@ -994,7 +994,7 @@ class Controller:
         """What the strategy needs for ``items``, built only when it needs it."""
         needs = self.measure.needs
         texts = [it.text for it in items]
-        got: dict[str, Any] = {}
+        got: dict[str, Any] = {"size": len(items)}
         if "proba" in needs:
             got["proba"] = clf.predict_proba(texts, progress=self.progress)
         if "proba_samples" in needs:

@@ -61,6 +61,7 @@ class SelectionInputs:
     embeddings: np.ndarray | None = None
     labeled_embeddings: np.ndarray | None = None
     labels: np.ndarray | None = None
+    size: int | None = None  # the number of pool items (a strategy may need nothing else)
 
     def need(self, name: str, who: str) -> np.ndarray:
         value = getattr(self, name)
@@ -75,6 +76,8 @@ class SelectionInputs:
 
     @property
     def n(self) -> int:
+        if self.size is not None:
+            return int(self.size)
         for name in ("proba", "proba_samples", "embeddings"):
             value = getattr(self, name)
             if value is not None:

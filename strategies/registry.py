@@ -78,6 +78,8 @@ class Strategy:
     ) -> np.ndarray | None:
         """Per-item scores (higher = more wanted), or None for a batch strategy."""
         if self.fn is not None:
+            if "proba" not in self.needs:  # a measure of the pool's size alone (random)
+                return self.fn(np.full((inputs.n, 2), 0.5), rng)
             return self.fn(inputs.need("proba", self.name), rng)
         if self.score is not None:
             return self.score(inputs, rng)
@@ -98,7 +100,15 @@ class Strategy:
 def _build() -> Mapping[str, Strategy]:
     P, E, L, S = "proba", "embeddings", "labeled_embeddings", "proba_samples"
     entries = (
-        Strategy("random", measures.random, "uniform random scores (baseline)", stochastic=True),
+        # needs nothing: the loop does not score the pool for it (a tuned encoder would have to
+        # embed the whole pool again for scores nobody reads)
+        Strategy(
+            "random",
+            measures.random,
+            "uniform random scores (baseline)",
+            needs=frozenset(),
+            stochastic=True,
+        ),
         Strategy(
             "least-confidence",
             measures.least_confidence,

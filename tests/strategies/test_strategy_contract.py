@@ -30,8 +30,21 @@ def test_the_measures_over_probabilities_are_these_four() -> None:
 
 @each_measure
 def test_needs_only_probabilities(measure: Strategy) -> None:
-    assert measure.needs == frozenset({"proba"})
+    # random needs nothing at all: the loop does not score the pool for it
+    assert measure.needs == (frozenset() if measure.name == "random" else frozenset({"proba"}))
     assert measure.summary
+
+
+def test_random_scores_from_the_pool_size_alone_as_from_probabilities() -> None:
+    from strategies.batch import SelectionInputs
+
+    rnd = MEASURES["random"]
+    proba = np.full((7, 3), 1 / 3)
+    a = rnd.scores(SelectionInputs(size=7), np.random.default_rng(5))
+    b = rnd(proba, np.random.default_rng(5))
+    np.testing.assert_array_equal(a, b)
+    idx, _ = rnd.choose(SelectionInputs(size=7), 3, np.random.default_rng(5))
+    assert len(set(idx.tolist())) == 3 and max(idx) < 7
 
 
 @each_measure
