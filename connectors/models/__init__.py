@@ -258,6 +258,10 @@ def _make_ladder(
 
     if "rungs" in params:
         params["rungs"] = tuple(params["rungs"])
-    return LadderTrainer(  # type: ignore[arg-type]
-        tfidf=tfidf, embed_lr=embed_lr, finetune=finetune, setfit=setfit, **params
+    return LadderTrainer(
+        tfidf=tfidf,  # type: ignore[arg-type]
+        embed_lr=embed_lr,  # type: ignore[arg-type]
+        finetune=finetune,
+        setfit=setfit,
+        **params,
     )

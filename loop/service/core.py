@@ -953,7 +953,7 @@ class LoopService:
         job = JobRecord(self._job_ids, "slow-train", ("slow-lane",), why, _now())
         self._slow_jobs.append(job)
         self._slow_running = job
-        log.info("slow lane: training %s (%s)", ctrl.slow_trainer.name, why)
+        log.info("slow lane: training %s (%s)", getattr(ctrl.slow_trainer, "name", "?"), why)
         try:
             mv = ctrl.train_slow(progress=self._slow_progress)
             promo = mv.metrics.get("promotion", {})

@@ -53,9 +53,7 @@ def test_contract_for_every_strategy(strategy: Strategy) -> None:
     np.testing.assert_array_equal(a, again)  # seeded: reproducible
 
 
-@pytest.mark.parametrize(
-    "strategy", [s for s in ALL if s.needs - {"proba"}], ids=lambda s: s.name
-)
+@pytest.mark.parametrize("strategy", [s for s in ALL if s.needs - {"proba"}], ids=lambda s: s.name)
 def test_a_missing_input_is_a_clear_error(strategy: Strategy) -> None:
     with pytest.raises(StrategyInputError, match="input"):
         strategy.choose(SelectionInputs(proba=_inputs().proba), 5, np.random.default_rng(0))
