@@ -852,25 +852,28 @@ class LoopService:
             return True, False, f"queue refill: {waiting} sent item(s) await an answer"
         return False, False, why
 
-    def _take_lease(self) -> bool:
+    def _acquire(self, name: str) -> bool:
+        """Take the lease ``name``: free, expired, or held by a process of this machine that no
+        longer runs (taken over at once)."""
         store = self.store
-        if store.acquire_lease(LEASE_NAME, self.holder, self.lease_seconds):
-            self._blocked_by = None
+        if store.acquire_lease(name, self.holder, self.lease_seconds):
             return True
-        lease = store.lease(LEASE_NAME)
+        lease = store.lease(name)
         if lease is None:  # expired or released just now
-            got = store.acquire_lease(LEASE_NAME, self.holder, self.lease_seconds)
-        elif holder_is_stale(lease[0]):
+            return store.acquire_lease(name, self.holder, self.lease_seconds)
+        if holder_is_stale(lease[0]):
             log.warning(
                 "the %r lease is held by %s, a process of this machine that no longer runs: "
                 "taking it over",
-                LEASE_NAME,
+                name,
                 lease[0],
             )
-            store.release_lease(LEASE_NAME, lease[0])
-            got = store.acquire_lease(LEASE_NAME, self.holder, self.lease_seconds)
-        else:
-            got = False
+            store.release_lease(name, lease[0])
+            return store.acquire_lease(name, self.holder, self.lease_seconds)
+        return False
+
+    def _take_lease(self) -> bool:
+        got = self._acquire(LEASE_NAME)
         if not got:
             holder = self._lease_holder()
             if holder != self._blocked_by:
@@ -941,13 +944,8 @@ class LoopService:
         if not due:
             return None
         store = self.store
-        if not store.acquire_lease(SLOW_LEASE_NAME, self.holder, self.lease_seconds):
-            lease = store.lease(SLOW_LEASE_NAME)
-            if lease is None or not holder_is_stale(lease[0]):
-                return None
-            store.release_lease(SLOW_LEASE_NAME, lease[0])
-            if not store.acquire_lease(SLOW_LEASE_NAME, self.holder, self.lease_seconds):
-                return None
+        if not self._acquire(SLOW_LEASE_NAME):
+            return None
         heartbeat = _Heartbeat(self, SLOW_LEASE_NAME, lambda: self._slow_running)
         self._job_ids += 1
         job = JobRecord(self._job_ids, "slow-train", ("slow-lane",), why, _now())
