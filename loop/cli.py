@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -134,24 +135,32 @@ def data_ingest(
     name: Annotated[
         str, typer.Argument(help="rotten-tomatoes | bbc-news | sms-spam | reuters-r52")
     ],
+    labeled: Annotated[
+        bool,
+        typer.Option(
+            "--labeled", help="also import the train split's labels (a project already labeled)"
+        ),
+    ] = False,
     config: ConfigOpt = None,
     home: HomeOpt = None,
 ) -> None:
     """Ingest a built-in dataset as a project: train split unlabeled (the pool), test split
-    with its labels (held out)."""
+    with its labels (held out); with --labeled the train split's labels too."""
     from loop.wiring import open_store
 
     s = _settings(config, home)
     store = open_store(s)
     try:
-        _ingest_dataset(store, s, name, out.print)
+        _ingest_dataset(store, s, name, out.print, labeled=labeled)
     finally:
         store.close()
 
 
-def _ingest_dataset(store: Any, s: Settings, name: str, say: Callable[[str], Any]) -> None:
+def _ingest_dataset(
+    store: Any, s: Settings, name: str, say: Callable[[str], Any], *, labeled: bool = False
+) -> None:
     """A built-in dataset into the project (idempotent): the train split unlabeled (the pool),
-    the test split with its labels (held out)."""
+    the test split with its labels (held out); ``labeled``: the train split's labels too."""
     from loop.wiring import import_labels, load_dataset
 
     with progress_bars() as prog:
@@ -160,10 +169,11 @@ def _ingest_dataset(store: Any, s: Settings, name: str, say: Callable[[str], Any
     res = store.add_items(ds.items)
     _save_classes(store, classes)
     lab = store.add_labels(
-        import_labels({it.id: ds.gold[it.id] for it in ds.items if it.split == "test"})
+        import_labels({it.id: ds.gold[it.id] for it in ds.items if labeled or it.split == "test"})
     )
+    which = "labels (train and held-out)" if labeled else "held-out labels"
     say(
-        f"dataset {ds.name}: {res.added} new items, {res.existing} already there; {lab.inserted} held-out labels added"
+        f"dataset {ds.name}: {res.added} new items, {res.existing} already there; {lab.inserted} {which} added"
     )
 
 
@@ -780,6 +790,18 @@ def status(
             f"current batch: iteration {batch['iteration']}, {batch['selected']} item(s) picked by "
             f"{batch['model_version']} ({batch['trainer']})"
         )
+    quality = info.get("quality")
+    if quality:
+        found = ", ".join(
+            f"{name} {quality['counts'][name]}"
+            for name, sev in quality["severity"].items()
+            if sev in ("error", "warning")
+        )
+        out.print(
+            f"data check ({quality['checked_at']}"
+            + (", labels changed since: run alloop check again" if quality["stale"] else "")
+            + f"): {'[bold red]ERRORS[/] ' if quality['errors'] else ''}{found or 'nothing found'}"
+        )
     stop = info.get("stopping")
     if stop:
         crit = ", ".join(
@@ -803,6 +825,93 @@ def status(
             str(mt.get("eval_n", 0)),
         )
     out.print(t)
+
+
+# -- check: the data before a model learns it ---------------------------------------------
+@app.command()
+def check(
+    as_json: Annotated[bool, typer.Option("--json", help="the whole report as JSON")] = False,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="also write the whole report (JSON) here")
+    ] = None,
+    near_threshold: Annotated[
+        float | None,
+        typer.Option(help="embedding cosine for near duplicates (default check.near_threshold)"),
+    ] = None,
+    folds: Annotated[
+        int | None, typer.Option(help="folds of the label-error search (default check.folds)")
+    ] = None,
+    label_errors: Annotated[
+        bool, typer.Option("--label-errors/--no-label-errors", help="search likely label errors")
+    ] = True,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="exit 1 when a check finds an error (a leak, ...)")
+    ] = False,
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Check the data: leaks of held-out items into the training labels, exact and near
+    duplicates, the same text labeled differently, annotator ties, empty, too-short and
+    over-length texts, class balance, and likely label errors (confident learning over
+    out-of-fold probabilities, cleanlab). Prints a table, stores the findings for `alloop
+    status` and the API, and never changes a label."""
+    from loop.quality import META_KEY, summary
+    from loop.wiring import check_data, open_store, project_classes
+
+    s = _settings(config, home)
+    store = open_store(s)
+    try:
+        classes = project_classes(s, store)
+        with progress_bars() as prog:
+            report = check_data(
+                s,
+                store,
+                classes,
+                progress=prog,
+                near_threshold=near_threshold,
+                folds=folds,
+                label_errors=label_errors,
+            )
+        store.set_meta(META_KEY, summary(report))
+    finally:
+        store.close()
+    if out_file is not None:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+    if as_json:
+        out.print_json(json.dumps(report, ensure_ascii=False))
+    else:
+        _print_check(report, s.check.examples)
+        if out_file is not None:
+            out.print(f"wrote {out_file}")
+    if strict and any(f["severity"] == "error" for f in report["findings"]):
+        raise typer.Exit(1)
+
+
+_SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "ok": "green", "skipped": "dim"}
+
+
+def _print_check(report: Mapping[str, Any], examples: int) -> None:
+    out.print(
+        f"checked {report['items']} items, {report['training_labels']} training labels "
+        f"in {report['timings'].get('total', 0):.1f} s"
+    )
+    t = Table("check", "status", "count", "finding")
+    for f in report["findings"]:
+        style = _SEVERITY_STYLE.get(f["severity"], "")
+        t.add_row(f["check"], f"[{style}]{f['severity']}[/]", str(f["count"]), f["message"])
+    out.print(t)
+    for f in report["findings"]:
+        if f["severity"] not in ("error", "warning") or not f["examples"]:
+            continue
+        out.print(f"[bold]{f['check']}[/] (first {min(examples, len(f['examples']))}):")
+        for e in f["examples"][:examples]:
+            extra = ", ".join(
+                f"{k}={v}" for k, v in e.items() if k not in ("item_id", "text") and v is not None
+            )
+            label = f"  {e.get('item_id', '')}"
+            text = f" {e['text']!r}" if "text" in e else ""
+            out.print(escape(f"{label}{text}" + (f"  [{extra}]" if extra else "")), highlight=False)
 
 
 def _fmt(x: Any) -> str:
@@ -1076,7 +1185,7 @@ def nightly(config: ConfigOpt = None, home: HomeOpt = None) -> None:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # a typer.Exit(n) comes back as n here
     except (AlloopError, StrategyInputError) as e:
         console.print(f"[bold red]error:[/] {e}", soft_wrap=True, highlight=False)
         sys.exit(2)
@@ -1094,6 +1203,8 @@ def main() -> None:
         if isinstance(e, click.exceptions.Abort):
             sys.exit(1)
         raise
+    if isinstance(rc, int) and rc:
+        sys.exit(rc)
 
 
 if __name__ == "__main__":

@@ -230,6 +230,27 @@ class StoppingSettings(BaseModel):
     )
 
 
+class CheckSettings(BaseModel):
+    """``alloop check``: the data-quality checks' thresholds."""
+
+    model_config = ConfigDict(extra="forbid")
+    near_threshold: float = Field(
+        0.95, gt=0, le=1, description="embedding cosine at or above which texts are near duplicates"
+    )
+    min_words: int = Field(3, ge=0, description="texts of fewer words are reported as too short")
+    folds: int = Field(5, ge=2, le=20, description="folds of the out-of-fold label-error search")
+    model: Literal["embed-lr", "tfidf-lr"] = Field(
+        "embed-lr", description="the model whose out-of-fold probabilities find label errors"
+    )
+    max_near_items: int = Field(
+        50_000,
+        ge=0,
+        description="near duplicates over all items up to this many; above it, labeled and "
+        "held-out items only (the leak check always runs)",
+    )
+    examples: int = Field(10, ge=0, description="examples shown per finding")
+
+
 class TextSettings(BaseModel):
     """What a text may hold, checked at every entry (file and dataset ingest, the store)."""
 
@@ -312,6 +333,7 @@ class Settings(BaseSettings):
         "ingested and models retrained); empty: never stop, only report",
     )
     stopping: StoppingSettings = StoppingSettings()
+    check: CheckSettings = CheckSettings()
     promotion: Literal["always", "not-worse"] = Field(
         "always",
         description="loop retrains: promote always, or only when not worse than the current model",

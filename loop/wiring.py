@@ -213,3 +213,48 @@ def build_controller(
         seed=settings.seed,
         progress=progress,
     )
+
+
+def model_max_tokens(settings: Settings) -> int | None:
+    """Tokens per text the project's model reads (None: tfidf-lr reads whole texts)."""
+    if settings.model == "tfidf-lr":
+        return None
+    if settings.model == "setfit":
+        return settings.setfit.max_length
+    if settings.model == "finetune":
+        return settings.finetune.max_length
+    return settings.embed_lr.max_length
+
+
+def check_data(
+    settings: Settings,
+    store: Store,
+    classes: Sequence[str],
+    progress: Progress = SILENT,
+    **over: Any,
+) -> dict[str, Any]:
+    """``alloop check`` on ``store``: :func:`loop.quality.check_project` with the project's
+    embedder (cached), the encoder's tokenizer, the check model and cleanlab. ``over`` replaces
+    fields of ``settings.check`` (and ``label_errors``)."""
+    from connectors.quality import TokenCounter, cleanlab_issues
+    from loop.quality import CheckOptions, check_project
+
+    opts = settings.check.model_dump()
+    opts.update({k: v for k, v in over.items() if v is not None})
+    label_errors = bool(opts.pop("label_errors", True))
+    model = str(opts.pop("model"))
+    options = CheckOptions(label_errors=label_errors, seed=settings.seed, **opts)
+    embedder = make_embedder(settings)
+    max_tokens = model_max_tokens(settings)
+    return check_project(
+        store,
+        classes=classes,
+        embed=lambda texts: embedder.embed(texts, progress),
+        count_tokens=None if max_tokens is None else TokenCounter(settings.model_path),
+        max_tokens=max_tokens,
+        trainer=make_trainer(settings, model) if label_errors else None,
+        find_issues=cleanlab_issues,
+        options=options,
+        progress=progress,
+        model_name=model,
+    )

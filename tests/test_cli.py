@@ -46,6 +46,7 @@ def test_help_on_every_command(home: Path) -> None:
         ["iterate"],
         ["nightly"],
         ["curve"],
+        ["check"],
         ["models"],
         ["models", "promote"],
         ["models", "show"],
@@ -151,3 +152,49 @@ def test_models_list_and_show_say_how_a_version_was_trained(home: Path) -> None:
     assert shown["config"]["tuning"]["params"] == {"learning_rate": 1e-4}
     r = alloop("models", "show", "v9999", home=home, env=env)
     assert r.returncode != 0 and "v9999" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_check_reports_planted_problems_with_the_real_model(tmp_path: Path, home: Path) -> None:
+    """`alloop check` with the offline MiniLM and cleanlab: a leak, a conflict and an
+    over-length text are found; --strict fails on the leak; status shows the findings; bad
+    options get one clear line; no label is changed."""
+    pos = ["a warm, funny and moving film", "great acting and a fine story", "a joy to watch"]
+    neg = ["a dull and boring mess", "awful acting and a weak plot", "tedious, flat and long"]
+    rows = []
+    for i in range(12):
+        rows.append((f"p{i}", f"{pos[i % 3]} (review {i})", "pos", "train"))
+        rows.append((f"n{i}", f"{neg[i % 3]} (review {i})", "neg", "train"))
+    rows += [
+        ("leak1", "the very same sentence sits in both splits", "pos", "train"),
+        ("leak2", "The very same sentence sits in both  splits", "pos", "test"),
+        ("c1", "one text with two answers", "pos", "train"),
+        ("c2", "one text with two answers", "neg", "train"),
+        ("long", " ".join(["word"] * 300), "neg", "train"),
+    ]
+    f = tmp_path / "items.jsonl"
+    f.write_text(
+        "".join(
+            json.dumps({"id": i, "text": t, "label": y, "split": sp}) + "\n" for i, t, y, sp in rows
+        )
+    )
+    assert alloop("ingest", str(f), home=home).returncode == 0
+    before = json.loads(alloop("status", "--json", home=home).stdout)["labels_per_class"]
+    out_file = tmp_path / "report.json"
+    r = alloop("check", "--out", str(out_file), "--folds", "3", home=home)
+    assert r.returncode == 0, r.stderr
+    assert "leak" in r.stdout and "LEAK" in r.stdout and "conflicting-labels" in r.stdout
+    report = json.loads(out_file.read_text())
+    f_ = {x["check"]: x for x in report["findings"]}
+    assert f_["leak"]["count"] == 1 and f_["leak"]["examples"][0]["item_id"] == "leak1"
+    assert f_["conflicting-labels"]["count"] == 1
+    assert [e["item_id"] for e in f_["over-length"]["examples"]] == ["long"]
+    assert f_["label-errors"]["severity"] in ("ok", "warning")
+    assert "out-of-fold accuracy" in f_["label-errors"]["message"]
+    r = alloop("check", "--strict", "--no-label-errors", home=home)
+    assert r.returncode == 1
+    st = json.loads(alloop("status", "--json", home=home).stdout)
+    assert st["quality"]["errors"] == ["leak", "conflicting-labels"] and not st["quality"]["stale"]
+    assert st["labels_per_class"] == before  # the check changed no label
+    assert "data check" in alloop("status", home=home).stdout
+    r = alloop("check", "--near-threshold", "1.5", home=home)
+    assert r.returncode == 2 and "near_threshold" in r.stderr and "Traceback" not in r.stderr

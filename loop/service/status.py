@@ -9,6 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from loop.contracts import Store
+from loop.quality import META_KEY as QUALITY_KEY
+from loop.quality import status_view
 from loop.records import Iteration, ModelVersion
 
 CURVE_METRICS = ("accuracy", "macro_f1", "n")
@@ -124,6 +126,7 @@ def project_status(
     info["stopping"] = last  # the criteria as the newest iteration evaluated them
     info["current_batch"] = current_batch(store.iterations())
     info["metrics_note"] = metrics_note(items["eval"], eval_labeled, items["test"])
+    info["quality"] = status_view(store.get_meta(QUALITY_KEY), store.label_revision())
     return info
 
 
