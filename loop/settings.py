@@ -251,6 +251,18 @@ class CheckSettings(BaseModel):
     examples: int = Field(10, ge=0, description="examples shown per finding")
 
 
+class AugmentSettings(BaseModel):
+    """Easy data augmentation of the training labels (off unless techniques are named)."""
+
+    model_config = ConfigDict(extra="forbid")
+    techniques: list[Literal["synonym", "insert", "swap", "delete"]] = Field(
+        default_factory=list,
+        description="EDA operations (synonyms from WordNet 3.0); empty = no augmentation",
+    )
+    rate: float = Field(0.1, gt=0, lt=1, description="share of words changed per copy")
+    copies: int = Field(4, ge=1, le=32, description="augmented copies per training text")
+
+
 class TextSettings(BaseModel):
     """What a text may hold, checked at every entry (file and dataset ingest, the store)."""
 
@@ -334,6 +346,7 @@ class Settings(BaseSettings):
     )
     stopping: StoppingSettings = StoppingSettings()
     check: CheckSettings = CheckSettings()
+    augment: AugmentSettings = AugmentSettings()
     promotion: Literal["always", "not-worse"] = Field(
         "always",
         description="loop retrains: promote always, or only when not worse than the current model",

