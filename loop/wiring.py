@@ -45,16 +45,44 @@ def trainer_params(settings: Settings, model: str | None = None) -> dict[str, An
 #: models whose training can take augmented copies (finetune and ladder hold out part of the
 #: labels inside training: copies of a held-out text would leak into their training part)
 AUGMENTABLE = ("embed-lr", "tfidf-lr", "setfit")
+#: models cheap enough to train ``ensemble.members`` times per retrain
+BAGGABLE = ("embed-lr", "tfidf-lr")
 
 
-def make_trainer(settings: Settings, model: str | None = None, *, augment: bool = True) -> Trainer:
+def make_trainer(
+    settings: Settings, model: str | None = None, *, augment: bool = True, ensemble: bool = True
+) -> Trainer:
     """The trainer of ``model`` (default: ``settings.model``) with its settings, wrapped in
     :class:`loop.augment.AugmentingTrainer` when ``augment.techniques`` names any (and
     ``augment``). Raises ConfigError when augmentation is asked of the project's model and that
-    model cannot take it; another lane's model (``slow_model``) is then trained unaugmented."""
+    model cannot take it; another lane's model (``slow_model``) is then trained unaugmented.
+    For the project's model (and ``ensemble``), ``ensemble.kind`` makes it a bagging ensemble,
+    or replaces it by the stack of ``ensemble.rungs``."""
+    primary = ensemble and (model is None or model == settings.model)
+    model = model or settings.model
+    ens = settings.ensemble
+    if primary and ens.kind == "stacking":
+        from connectors.models.ensemble import StackingTrainer
+
+        bases = [_single_trainer(settings, rung, augment=augment) for rung in ens.rungs]
+        return StackingTrainer(bases, folds=ens.folds)
+    trainer = _single_trainer(settings, model, augment=augment)
+    if primary and ens.kind == "bagging":
+        if model not in BAGGABLE:
+            raise ConfigError(
+                f"ensemble.kind = bagging trains the model {ens.members} times per retrain; "
+                f"model = {model!r} is too slow for that (or holds out labels inside training)",
+                f"use model = one of {list(BAGGABLE)}, or ensemble.kind = none.",
+            )
+        from connectors.models.ensemble import BaggingTrainer
+
+        return BaggingTrainer(trainer, members=ens.members)
+    return trainer
+
+
+def _single_trainer(settings: Settings, model: str, *, augment: bool) -> Trainer:
     from connectors.models import make_trainer as _make
 
-    model = model or settings.model
     trainer = _make(
         model,
         cache_dir=settings.cache / "embeddings",
@@ -287,7 +315,9 @@ def check_data(
         embed=lambda texts: embedder.embed(texts, progress),
         count_tokens=None if max_tokens is None else TokenCounter(settings.model_path),
         max_tokens=max_tokens,
-        trainer=make_trainer(settings, model, augment=False) if label_errors else None,
+        trainer=make_trainer(settings, model, augment=False, ensemble=False)
+        if label_errors
+        else None,
         find_issues=cleanlab_issues,
         options=options,
         progress=progress,

@@ -236,6 +236,7 @@ def make_settings(home: Path, **overrides: Any) -> Settings:
         "initial_batch_size": 8,
         "min_new_labels": 5,
         "cold_start": "random",
+        "strategy": "margin",  # the toy trainer has no encoder for the default's embeddings
         "label_studio": {"poll_seconds": 3600.0},
         "service": {"lease_seconds": 5.0},
     }
