@@ -205,7 +205,11 @@ def ingest(
         Path, typer.Argument(help="CSV or JSONL with a text column (id, label, split optional).")
     ],
     id_col: Annotated[str, typer.Option(help="column holding the stable item id")] = "id",
-    text_col: Annotated[str, typer.Option(help="column holding the text")] = "text",
+    text_col: Annotated[
+        str,
+        typer.Option(help="column holding the text; several comma-separated are joined"),
+    ] = "text",
+    text_sep: Annotated[str, typer.Option(help="what joins several text columns")] = " | ",
     label_col: Annotated[str, typer.Option(help="column holding an existing label")] = "label",
     split_col: Annotated[str, typer.Option(help="column holding train/test/eval")] = "split",
     skip_invalid: Annotated[
@@ -231,6 +235,7 @@ def ingest(
         skip_invalid=skip_invalid,
         max_chars=s.text.max_chars,
         control_chars=s.text.control_chars,
+        text_sep=text_sep,
     )
     store = open_store(s)
     try:

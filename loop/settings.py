@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -280,6 +280,27 @@ class EnsembleSettings(BaseModel):
     folds: int = Field(5, ge=2, le=20, description="stacking: folds of the out-of-fold features")
 
 
+class InputSettings(BaseModel):
+    """The text the model sees."""
+
+    model_config = ConfigDict(extra="forbid")
+    template: str = Field(
+        "{text}",
+        description='holds {text} once, e.g. "Movie review: {text}"; applied to every text '
+        "the model trains on or scores",
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        from loop.template import check_template
+
+        try:
+            return check_template(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+
 class TextSettings(BaseModel):
     """What a text may hold, checked at every entry (file and dataset ingest, the store)."""
 
@@ -365,6 +386,7 @@ class Settings(BaseSettings):
     check: CheckSettings = CheckSettings()
     augment: AugmentSettings = AugmentSettings()
     ensemble: EnsembleSettings = EnsembleSettings()
+    input: InputSettings = InputSettings()
     promotion: Literal["always", "not-worse"] = Field(
         "always",
         description="loop retrains: promote always, or only when not worse than the current model",

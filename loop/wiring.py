@@ -89,6 +89,10 @@ def _single_trainer(settings: Settings, model: str, *, augment: bool) -> Trainer
         model_path=settings.model_path,
         **trainer_params(settings, model),
     )
+    if settings.input.template != "{text}":
+        from loop.template import TemplateTrainer
+
+        trainer = TemplateTrainer(trainer, settings.input.template)
     if not (augment and settings.augment.techniques):
         return trainer
     if model not in AUGMENTABLE:

@@ -144,8 +144,13 @@ def read_items(
     default_split: str = "train",
     max_chars: int = DEFAULT_MAX_CHARS,
     control_chars: Literal["reject", "strip"] = "reject",
+    text_sep: str = " | ",
 ) -> ReadResult:
     """Parse and validate a ``.csv`` / ``.jsonl`` / ``.ndjson`` file of items.
+
+    ``text_col`` may name several columns, comma-separated (``"title,body"``): the item's text
+    is their non-empty values joined with ``text_sep``, in that order (those columns are then
+    not kept in ``meta``).
 
     ``max_chars`` caps one text's length; ``control_chars`` says what a text holding control
     characters gets: ``reject`` (an invalid row) or ``strip`` (those characters removed).
@@ -189,9 +194,11 @@ def read_items(
     else:
         columns, rows = _jsonl_rows(path, text)
 
-    _check_columns(path, fmt, columns, text_col, id_col, label_col, split_col)
+    for col in _text_cols(text_col):
+        _check_columns(path, fmt, columns, col, id_col, label_col, split_col)
     builder = _Builder(path, fmt, columns, id_col, text_col, label_col, split_col, default_split)
     builder.max_chars, builder.strip = max_chars, control_chars == "strip"
+    builder.text_sep = text_sep
     for line, record in rows:
         builder.add(line, record)
     if builder.n_rows == 0:
@@ -321,6 +328,18 @@ def _jsonl_rows(path: Path, text: str) -> tuple[tuple[str, ...], Iterator[tuple[
     return tuple(keys), iter(records)
 
 
+def _text_cols(text_col: str) -> list[str]:
+    """The column(s) ``text_col`` names (comma-separated for several)."""
+    cols = [c.strip() for c in text_col.split(",")] if "," in text_col else [text_col]
+    if not all(cols) or len(set(cols)) != len(cols):
+        raise ConfigError(
+            f"--text-col: expected a column name or distinct names separated by commas, found "
+            f"{text_col!r}.",
+            "e.g. --text-col title,body",
+        )
+    return cols
+
+
 def _check_columns(
     path: Path,
     fmt: str,
@@ -387,6 +406,24 @@ class _Builder:
         self.max_chars: int | None = DEFAULT_MAX_CHARS
         self.strip = False
         self.stripped: list[int] = []
+        self.text_sep = " | "
+        self.joined = _text_cols(text_col) if "," in text_col else []
+
+    def _join(self, record: dict[str, Any], reasons: list[str]) -> dict[str, Any]:
+        """``record`` with the joined text under ``text_col`` (several text columns)."""
+        parts = []
+        for col in self.joined:
+            value = record.get(col)
+            if col not in record:
+                reasons.append(f"missing {col!r}")
+            elif value is None or value == "":
+                continue
+            elif not isinstance(value, str):
+                reasons.append(f"{col!r} must be a string, found {_json_type(value)}")
+            else:
+                parts.append(value)
+        rest = {k: v for k, v in record.items() if k not in self.joined}
+        return {**rest, self.text_col: self.text_sep.join(parts)}
 
     def add(self, line: int, record: dict[str, Any] | _Problem) -> None:
         self.n_rows += 1
@@ -394,6 +431,8 @@ class _Builder:
             self.problems.append((line, record.reason))
             return
         reasons: list[str] = []
+        if self.joined:
+            record = self._join(record, reasons)
         raw_text = record.get(self.text_col)
         text = raw_text if isinstance(raw_text, str) else ""
         if self.text_col not in record:
