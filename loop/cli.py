@@ -852,6 +852,14 @@ def check(
     strict: Annotated[
         bool, typer.Option("--strict", help="exit 1 when a check finds an error (a leak, ...)")
     ] = False,
+    review: Annotated[
+        int,
+        typer.Option(
+            "--review",
+            help="send the N likeliest label errors to Label Studio as review tasks (a second "
+            "opinion, no pre-annotation; labels from a file only)",
+        ),
+    ] = 0,
     config: ConfigOpt = None,
     home: HomeOpt = None,
 ) -> None:
@@ -859,8 +867,9 @@ def check(
     duplicates, the same text labeled differently, annotator ties, empty, too-short and
     over-length texts, class balance, and likely label errors (confident learning over
     out-of-fold probabilities, cleanlab). Prints a table, stores the findings for `alloop
-    status` and the API, and never changes a label."""
-    from loop.quality import META_KEY, summary
+    status` and the API, and never changes a label: --review N asks Label Studio for a second
+    opinion on the likeliest errors instead (one more vote each)."""
+    from loop.quality import META_KEY, summary, suspects
     from loop.wiring import check_data, open_store, project_classes
 
     s = _settings(config, home)
@@ -878,6 +887,7 @@ def check(
                 label_errors=label_errors,
             )
         store.set_meta(META_KEY, summary(report))
+        sent = _send_reviews(s, store, classes, suspects(report), review) if review else None
     finally:
         store.close()
     if out_file is not None:
@@ -889,8 +899,33 @@ def check(
         _print_check(report, s.check.examples)
         if out_file is not None:
             out.print(f"wrote {out_file}")
+    if sent is not None:
+        out.print(sent, highlight=False)
     if strict and any(f["severity"] == "error" for f in report["findings"]):
         raise typer.Exit(1)
+
+
+def _send_reviews(
+    s: Settings, store: Any, classes: list[str], found: list[dict[str, Any]], limit: int
+) -> str:
+    """Push review tasks for up to ``limit`` suspects; one line saying what was sent."""
+    from loop.quality import review_requests
+    from loop.wiring import label_studio, make_labelstudio_tool
+
+    requests, passed = review_requests(store, found, limit)
+    note = ""
+    if passed:
+        shown = ", ".join(f"{i} ({why})" for i, why in passed[:5])
+        note = f"; passed over {len(passed)}: {shown}" + (" ..." if len(passed) > 5 else "")
+    if not requests:
+        return f"review: nothing to send ({len(found)} suspect(s)){note}"
+    handle = label_studio(s, say=out.print)
+    tool = make_labelstudio_tool(s, handle, classes)
+    res = tool.push(requests)
+    return (
+        f"review: {res.imported} review task(s) sent to Label Studio, "
+        f"{res.already_present} already there{note}"
+    )
 
 
 _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "ok": "green", "skipped": "dim"}

@@ -36,6 +36,7 @@ import numpy as np
 from loop.contracts import Store, Trainer
 from loop.errors import DataError
 from loop.progress import SILENT, Progress
+from loop.records import LabelRequest
 
 #: (labels as class indices (n,), out-of-fold probabilities (n, c)) -> suspect indices, most
 #: likely error first.
@@ -574,3 +575,51 @@ def status_view(stored: Mapping[str, Any] | None, label_revision: int) -> dict[s
         "counts": {f["check"]: f["count"] for f in stored["findings"]},
         "severity": {f["check"]: f["severity"] for f in stored["findings"]},
     }
+
+
+SUSPECTS_KEY = "quality_suspects"
+
+
+def suspects(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The label-error suspects of a report (all of them, most likely error first)."""
+    for f in report.get("findings", []):
+        if f["check"] == "label-errors":
+            return [dict(e) for e in f["examples"] if "given" in e]
+    return []
+
+
+def review_requests(
+    store: Store, found: Sequence[Mapping[str, Any]], limit: int
+) -> tuple[list[LabelRequest], list[tuple[str, str]]]:
+    """Label requests (kind ``review``, no pre-annotation: an unbiased second opinion) for up to
+    ``limit`` suspects whose labels came from a file (source ``import``), most likely error
+    first, and ``(item id, why not)`` for the suspects passed over. A suspect already answered
+    in the labeling tool is passed over: a second task for the same item would split its
+    answers over two tasks; ask a second annotator on the existing task instead. The answer
+    joins the item's labels as one more vote (majority; a tie leaves the item out of training
+    until a third answer), so nothing changes silently."""
+    if limit < 1:
+        raise DataError(f"--review: expected >= 1 items, found {limit}", "e.g. --review 20")
+    ids = [str(s["item_id"]) for s in found]
+    by_item: dict[str, list[Any]] = defaultdict(list)
+    for label in store.labels(ids):
+        by_item[label.item_id].append(label)
+    known = {it.id for it in store.items()} if ids else set()
+    items = {it.id: it for it in store.get_items([i for i in ids if i in known])}
+    requests: list[LabelRequest] = []
+    passed: list[tuple[str, str]] = []
+    for s in found:
+        item_id = str(s["item_id"])
+        sources = {lab.source for lab in by_item.get(item_id, [])}
+        if len(requests) >= limit:
+            break
+        if item_id not in items:
+            passed.append((item_id, "no longer in the project"))
+        elif sources - {"import"}:
+            passed.append(
+                (item_id, f"already answered in {', '.join(sorted(sources - {'import'}))}")
+            )
+        else:
+            score = 1.0 - float(s.get("p_given", 0.0))
+            requests.append(LabelRequest(item=items[item_id], kind="review", score=score))
+    return requests, passed

@@ -262,3 +262,27 @@ def test_near_duplicates_beyond_the_exact_ones(tmp_path: Path) -> None:
 def test_bad_options_get_a_clear_error(kw: dict) -> None:
     with pytest.raises(DataError):
         CheckOptions(**kw)
+
+
+def test_review_requests_skip_items_already_answered_in_the_tool(tmp_path: Path) -> None:
+    from loop.quality import review_requests
+
+    store = _store(tmp_path)
+    try:
+        found = [
+            {"item_id": "tie", "given": "pos", "p_given": 0.1},  # has label-studio answers
+            {"item_id": "p7", "given": "neg", "p_given": 0.2},
+            {"item_id": "gone", "given": "neg", "p_given": 0.3},
+            {"item_id": "n3", "given": "neg", "p_given": 0.4},
+        ]
+        requests, passed = review_requests(store, found, limit=1)
+        assert [(r.item.id, r.kind, r.prediction) for r in requests] == [("p7", "review", None)]
+        assert requests[0].score == pytest.approx(0.8)
+        assert passed == [("tie", "already answered in label-studio")]
+        requests, passed = review_requests(store, found, limit=5)
+        assert [r.item.id for r in requests] == ["p7", "n3"]
+        assert ("gone", "no longer in the project") in passed
+        with pytest.raises(DataError, match="--review"):
+            review_requests(store, found, limit=0)
+    finally:
+        store.close()
