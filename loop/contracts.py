@@ -5,7 +5,7 @@ Every contract has one test suite run against every implementation (tests/contra
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -145,6 +145,14 @@ class Store(Protocol):
     def pool(self) -> list[Item]:
         """``train`` items never queried and without any label, answered, skipped or withdrawn
         (the rule of ``assign_split``, so pool items can always move); ordered by id."""
+        ...
+
+    def count_pool(self) -> int:
+        """``len(pool())``, counted without loading the items."""
+        ...
+
+    def iter_pool(self, chunk_size: int = 10_000) -> Iterator[list[Item]]:
+        """The pool in id order, ``chunk_size`` items at a time (bounded memory)."""
         ...
 
     def assign_split(self, item_ids: Sequence[str], split: str) -> int:

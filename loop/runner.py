@@ -71,7 +71,7 @@ class LoopRunner:
         need, why = self.ctrl.needs_training()
         waiting = self.awaiting()
         if need or waiting < self.refill_below:
-            if not need and (not store.pool() or self.ctrl.stopped()):
+            if not need and (not store.count_pool() or self.ctrl.stopped()):
                 return None
             rep = self.ctrl.run_iteration()
             self.say(describe(rep) + ("" if need else f" (queue refill: {waiting} awaiting)"))

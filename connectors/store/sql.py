@@ -515,22 +515,49 @@ class SqlStore:
         with self._read("count items") as conn:
             return int(conn.scalar(stmt) or 0)
 
+    def _pool_filter(self) -> list[Any]:
+        i, q, lab = m.items, m.queries, m.labels
+        return [
+            i.c.split == "train",
+            ~sa.exists().where(q.c.item_id == i.c.id),
+            ~sa.exists().where(lab.c.item_id == i.c.id),
+        ]
+
     def pool(self) -> list[Item]:
         """``train`` items never queried and without any label row (no answer, no skip, not even
         a withdrawn label); ordered by id. The same rule as ``assign_split``, so any sample of
         the pool may move to another split."""
-        i, q, lab = m.items, m.queries, m.labels
-        stmt = (
-            sa.select(*_item_columns())
-            .where(
-                i.c.split == "train",
-                ~sa.exists().where(q.c.item_id == i.c.id),
-                ~sa.exists().where(lab.c.item_id == i.c.id),
-            )
-            .order_by(i.c.id)
-        )
+        stmt = sa.select(*_item_columns()).where(*self._pool_filter()).order_by(m.items.c.id)
         with self._read("read the pool") as conn:
             return [_item(row) for row in conn.execute(stmt)]
+
+    def count_pool(self) -> int:
+        """How many items :meth:`pool` holds, counted in the database (nothing loaded)."""
+        stmt = sa.select(sa.func.count()).select_from(m.items).where(*self._pool_filter())
+        with self._read("count the pool") as conn:
+            return int(conn.scalar(stmt) or 0)
+
+    def iter_pool(self, chunk_size: int = 10_000) -> Iterator[list[Item]]:
+        """The pool in id order, ``chunk_size`` items at a time (keyset pagination: each chunk
+        is one query after the last id seen, so memory holds one chunk and a pool of millions
+        streams). Items that leave the pool while iterating are not returned again; an item
+        entering it behind the cursor is not seen until the next pass."""
+        if chunk_size < 1:
+            raise StoreError(f"chunk_size must be >= 1, got {chunk_size}.", "pass e.g. 10000.")
+        last: str | None = None
+        while True:
+            cond = self._pool_filter()
+            if last is not None:
+                cond.append(m.items.c.id > last)
+            stmt = sa.select(*_item_columns()).where(*cond).order_by(m.items.c.id).limit(chunk_size)
+            with self._read("read the pool") as conn:
+                chunk = [_item(row) for row in conn.execute(stmt)]
+            if not chunk:
+                return
+            yield chunk
+            if len(chunk) < chunk_size:
+                return
+            last = chunk[-1].id
 
     def assign_split(self, item_ids: Sequence[str], split: str) -> int:
         """Move items to ``split`` (e.g. pool items into the ``eval`` sample); one transaction.

@@ -848,7 +848,7 @@ class LoopService:
         if need:
             return True, False, why
         waiting = len(ctrl.waiting())
-        if waiting < self.refill_below and store.pool() and not ctrl.stopped():
+        if waiting < self.refill_below and store.count_pool() and not ctrl.stopped():
             return True, False, f"queue refill: {waiting} sent item(s) await an answer"
         return False, False, why
 
@@ -1034,7 +1034,7 @@ class LoopService:
                 train = not fresh
                 current = ctrl.current_model()
                 new_labels = current is None or self.store.label_revision() > current.label_revision
-                refill = len(ctrl.waiting()) < self.refill_below and bool(self.store.pool())
+                refill = len(ctrl.waiting()) < self.refill_below and bool(self.store.count_pool())
                 if not (push or new_labels or refill):
                     k = 0
                     notes.append(

@@ -105,7 +105,7 @@ def project_status(
     info.update(
         {
             "items": items,
-            "pool": len(store.pool()),
+            "pool": store.count_pool(),
             "classes": store.get_meta("classes"),
             "labels_per_class": dict(Counter(ts.labels)),
             "ties_left_out": len(ts.ties),

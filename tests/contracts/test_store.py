@@ -255,6 +255,30 @@ def test_pool_excludes_queried_labeled_and_skipped_items(store: SqlStore) -> Non
     assert ids(store.pool()) == ["e", "f"]
 
 
+def test_count_and_chunks_of_the_pool_equal_the_pool(store: SqlStore) -> None:
+    raw = ["b", "B", "a", "é", "10", "9", "a-1", "a_1", "Z", "zz", "y"]
+    store.add_items(items_(*raw) + items_("t", split="test"))
+    store.add_labels([lab("a", "pos", "1"), skip("9", "2")])
+    want = ids(store.pool())
+    assert store.count_pool() == len(want) == 9
+    for size in (1, 2, 4, 9, 100):
+        chunks = list(store.iter_pool(chunk_size=size))
+        assert [i for c in chunks for i in ids(c)] == want
+        assert all(len(c) <= size for c in chunks) and all(chunks)
+    # an item leaving the pool while iterating is not returned later; nothing is repeated
+    seen: list[str] = []
+    for n, chunk in enumerate(store.iter_pool(chunk_size=3)):
+        seen += ids(chunk)
+        if n == 0:
+            store.add_labels([lab(want[-1], "neg", "3")])
+    assert seen == want[:-1]
+    assert store.count_pool() == 8
+    with pytest.raises(StoreError):
+        next(store.iter_pool(chunk_size=0))
+    empty_store_chunks = [c for c in store.iter_pool() if not c]
+    assert empty_store_chunks == []
+
+
 def test_assign_split_of_the_pool_always_succeeds_after_withdrawals(store: SqlStore) -> None:
     """Drawing the eval sample from the pool never hits the withdrawn-label refusal."""
     names = [f"i{n:02d}" for n in range(12)]
