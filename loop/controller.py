@@ -152,7 +152,17 @@ class Controller:
         seed: int = 0,
         progress: Progress = SILENT,
         clock: Callable[[], datetime] = _utcnow,
+        pool_chunk_size: int = 50_000,
+        max_candidates: int | None = None,
     ) -> None:
+        if pool_chunk_size < 1 or (max_candidates is not None and max_candidates < 1):
+            raise ConfigError(
+                f"pool.chunk_size and pool.max_candidates must be >= 1, got {pool_chunk_size} "
+                f"and {max_candidates}.",
+                "use e.g. 50000 and 100000 (or no max_candidates).",
+            )
+        self.pool_chunk_size = int(pool_chunk_size)
+        self.max_candidates = max_candidates
         if len(classes) < 2:
             raise ConfigError(
                 f"a classifier needs >= 2 classes, got {list(classes)}.",
@@ -943,11 +953,77 @@ class Controller:
             for q in picked
         ]
 
+    def _streamable(self) -> bool:
+        """Whether the strategy scores each item from its own probabilities only (then the pool
+        can be scored chunk by chunk with a running top-k: the same selection in bounded
+        memory)."""
+        return self.measure.select is None and self.measure.needs <= {"proba"}
+
+    def _select_streamed(
+        self, iteration: int, k: int, current: ModelVersion, rng: np.random.Generator
+    ) -> list[Query] | None:
+        """Selection over the pool read ``pool_chunk_size`` items at a time, or None when the
+        whole pool is to be loaded (it fits one chunk, or the strategy needs it whole and no
+        ``max_candidates`` pre-filter is set).
+
+        - a score strategy over probabilities: each chunk is scored and merged into a running
+          top-k (memory: one chunk + k);
+        - otherwise, with ``max_candidates``: the ``max_candidates`` most uncertain items by
+          margin are kept the same way and the strategy runs on them only (its embeddings,
+          committee, clustering); cluster-margin with ``max_candidates`` >= 10 k selects as on
+          the whole pool."""
+        n = self.store.count_pool()
+        streamable = self._streamable()
+        if n <= self.pool_chunk_size or (not streamable and self.max_candidates is None):
+            return None
+        clf = self.load_classifier(current)
+        keep = k if streamable else int(self.max_candidates or 0)
+        if keep >= n:
+            return None
+        best_items: list[Any] = []
+        best_scores = np.empty(0, dtype=np.float64)
+        with self.progress.task("scoring the pool", total=n) as advance:
+            for chunk in self.store.iter_pool(self.pool_chunk_size):
+                needs_proba = not streamable or "proba" in self.measure.needs
+                proba = clf.predict_proba([it.text for it in chunk]) if needs_proba else None
+                if streamable:
+                    inputs = strategies.SelectionInputs(proba=proba, size=len(chunk))
+                    scores = np.asarray(self.measure.scores(inputs, rng), dtype=np.float64)
+                else:
+                    assert proba is not None
+                    scores = strategies.margin(proba)
+                items = best_items + list(chunk)
+                merged = np.concatenate([best_scores, scores])
+                top = strategies.top_k(merged, keep, rng)
+                best_items = [items[i] for i in top]
+                best_scores = merged[top]
+                advance(len(chunk))
+        if streamable:
+            return [
+                Query(
+                    item_id=it.id,
+                    iteration=iteration,
+                    score=float(sc),
+                    rank=r,
+                    strategy=self.strategy,
+                    model_version=current.id,
+                )
+                for r, (it, sc) in enumerate(zip(best_items, best_scores, strict=True))
+            ]
+        candidates = sorted(best_items, key=lambda it: it.id)  # the pool's order
+        return self._choose(iteration, k, current, candidates, rng)
+
     def _select_pool(
         self, iteration: int, k: int, current: ModelVersion | None, rng: np.random.Generator
     ) -> list[Query]:
+        if k <= 0:
+            return []
+        if current is not None:
+            streamed = self._select_streamed(iteration, k, current, rng)
+            if streamed is not None:
+                return streamed
         pool = self.store.pool()
-        if k <= 0 or not pool:
+        if not pool:
             return []
         texts = [it.text for it in pool]
         if current is None:
@@ -967,6 +1043,17 @@ class Controller:
                 Query(item_id=pool[i].id, iteration=iteration, score=0.0, rank=r, strategy=name)
                 for r, i in enumerate(idx)
             ]
+        return self._choose(iteration, k, current, pool, rng)
+
+    def _choose(
+        self,
+        iteration: int,
+        k: int,
+        current: ModelVersion,
+        pool: Sequence[Any],
+        rng: np.random.Generator,
+    ) -> list[Query]:
+        """The strategy's batch from ``pool`` (all of it in memory)."""
         clf = self.load_classifier(current)
         try:
             idx, scores = self.measure.choose(self._inputs(pool, clf, rng), k, rng)

@@ -301,6 +301,24 @@ class InputSettings(BaseModel):
             raise ValueError(str(exc)) from None
 
 
+class PoolSettings(BaseModel):
+    """How the pool is read for selection."""
+
+    model_config = ConfigDict(extra="forbid")
+    chunk_size: int = Field(
+        50_000,
+        ge=1,
+        description="pool items scored at a time; a larger pool is streamed (bounded memory)",
+    )
+    max_candidates: int | None = Field(
+        None,
+        ge=1,
+        description="for strategies that need the whole pool (batch, committee, embeddings): "
+        "run them on this many most uncertain items (margin) when the pool is larger than "
+        "chunk_size; None: load the whole pool",
+    )
+
+
 class TextSettings(BaseModel):
     """What a text may hold, checked at every entry (file and dataset ingest, the store)."""
 
@@ -387,6 +405,7 @@ class Settings(BaseSettings):
     augment: AugmentSettings = AugmentSettings()
     ensemble: EnsembleSettings = EnsembleSettings()
     input: InputSettings = InputSettings()
+    pool: PoolSettings = PoolSettings()
     promotion: Literal["always", "not-worse"] = Field(
         "always",
         description="loop retrains: promote always, or only when not worse than the current model",

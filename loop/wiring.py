@@ -279,6 +279,8 @@ def build_controller(
         stopping=settings.stopping.model_dump(),
         seed=settings.seed,
         progress=progress,
+        pool_chunk_size=settings.pool.chunk_size,
+        max_candidates=settings.pool.max_candidates,
     )
 
 

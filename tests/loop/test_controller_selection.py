@@ -200,3 +200,48 @@ def test_a_sampling_classifier_gives_the_committee_itself(make) -> None:  # type
     pool = len(ctrl.store.pool()) + 5
     assert calls and calls[0] == (pool, 4)  # the whole pool, committee_size samples
     assert isinstance(ctrl.load_classifier(ctrl.store.model_versions()[-1]), SamplingClassifier)
+
+
+@pytest.mark.parametrize("name", ["margin", "entropy", "least-confidence", "random"])
+def test_a_streamed_pool_selects_as_the_whole_pool(make, name: str) -> None:  # type: ignore[no-untyped-def]
+    """A score strategy over probabilities, read 3 pool items at a time with a running top-k,
+    picks items with the same scores as over the whole pool in memory."""
+    ctrl, _, _ = make(name)
+    ctrl.run_iteration()
+    ctrl.run_iteration()
+    current = ctrl.current_model()
+    assert current is not None and ctrl.store.count_pool() > 3
+    whole = ctrl._select_pool(99, 4, current, np.random.default_rng(0))
+    ctrl.pool_chunk_size = 3
+    loaded: list[int] = []
+    real_pool = ctrl.store.pool
+    ctrl.store.pool = lambda: loaded.append(1) or real_pool()  # type: ignore[method-assign]
+    streamed = ctrl._select_pool(99, 4, current, np.random.default_rng(0))
+    assert loaded == []  # the pool was never loaded whole
+    assert len(streamed) == len(whole) == 4
+    if name != "random":
+        assert [round(q.score, 12) for q in streamed] == [round(q.score, 12) for q in whole]
+        top = {q.item_id for q in whole if q.score > whole[-1].score}
+        assert top <= {q.item_id for q in streamed}  # all above the boundary tie
+    assert [q.rank for q in streamed] == [0, 1, 2, 3]
+    assert len({q.item_id for q in streamed}) == 4
+    assert {q.item_id for q in streamed} <= {it.id for it in ctrl.store.pool()}
+
+
+def test_max_candidates_runs_a_batch_strategy_on_the_most_uncertain(make) -> None:  # type: ignore[no-untyped-def]
+    ctrl, _, embedder = make("cluster-margin", max_candidates=6, pool_chunk_size=4)
+    ctrl.run_iteration()
+    ctrl.run_iteration()
+    current = ctrl.current_model()
+    pool = ctrl.store.pool()
+    clf = ctrl.load_classifier(current)
+    margins = strategies.margin(clf.predict_proba([it.text for it in pool]))
+    sixth = np.sort(margins)[::-1][5]
+    embedder.calls.clear()
+    picked = ctrl._select_pool(99, 3, current, np.random.default_rng(0))
+    assert len(picked) == 3
+    by_id = {it.id: m for it, m in zip(pool, margins, strict=True)}
+    assert all(by_id[q.item_id] >= sixth for q in picked)  # among the 6 most uncertain
+    assert embedder.calls == [6]  # only the candidates were embedded
+    with pytest.raises(ConfigError, match="max_candidates"):
+        make("margin", max_candidates=0)
