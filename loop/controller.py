@@ -399,10 +399,8 @@ class Controller:
         size = int(self.stopping["stop_set_size"])
         ids = self.store.get_meta("stop_set")
         if ids is None and size > 0:
-            pool = self.store.pool()
             rng = np.random.default_rng([self.seed, 0, 3])
-            pick = rng.permutation(len(pool))[:size]
-            ids = [pool[i].id for i in sorted(pick)]
+            ids = self._pool_sample(rng, size)
             self.store.set_meta("stop_set", ids)
         return list(ids or [])
 
@@ -699,10 +697,12 @@ class Controller:
         metrics: dict[str, Any] = {"train_seconds": round(time.perf_counter() - t0, 3)}
         if isinstance(clf, EmbeddingClassifier):  # fills its embedding cache
             t1 = time.perf_counter()
-            pool = self.store.pool()
-            clf.embed([it.text for it in pool], progress=progress)
+            embedded = 0
+            for chunk in self.store.iter_pool(self.pool_chunk_size):
+                clf.embed([it.text for it in chunk], progress=progress)
+                embedded += len(chunk)
             metrics["pool_embed_seconds"] = round(time.perf_counter() - t1, 3)
-            metrics["pool_embedded"] = len(pool)
+            metrics["pool_embedded"] = embedded
         return self._record(
             clf,
             slow,
@@ -902,10 +902,8 @@ class Controller:
         have = self.store.items("eval")
         missing = self.eval_sample_size - len(have)
         if missing > 0:
-            pool = self.store.pool()
             rng = np.random.default_rng([self.seed, iteration, 1])  # its own stream
-            pick = rng.permutation(len(pool))[:missing]
-            self.store.assign_split([pool[i].id for i in sorted(pick)], "eval")
+            self.store.assign_split(self._pool_sample(rng, missing), "eval")
             have = self.store.items("eval")
         asked = {q.item_id for q in self.store.queries()}
         return [
@@ -952,6 +950,24 @@ class Controller:
             )
             for q in picked
         ]
+
+    def _pool_sample(self, rng: np.random.Generator, count: int) -> list[str]:
+        """Ids of ``count`` pool items drawn uniformly (positions ``rng.permutation(n)[:count]``
+        in id order), read chunk by chunk: the pool is never loaded whole."""
+        n = self.store.count_pool()
+        positions = np.sort(rng.permutation(n)[:count])
+        ids: list[str] = []
+        start = 0
+        j = 0
+        for chunk in self.store.iter_pool(self.pool_chunk_size):
+            end = start + len(chunk)
+            while j < positions.size and positions[j] < end:
+                ids.append(chunk[int(positions[j]) - start].id)
+                j += 1
+            start = end
+            if j >= positions.size:
+                break
+        return ids
 
     def _streamable(self) -> bool:
         """Whether the strategy scores each item from its own probabilities only (then the pool
@@ -1022,6 +1038,27 @@ class Controller:
             streamed = self._select_streamed(iteration, k, current, rng)
             if streamed is not None:
                 return streamed
+        elif self.cold_start == "random" and self.store.count_pool() > self.pool_chunk_size:
+            n = self.store.count_pool()
+            order = rng.permutation(n)[:k]  # as below: the first k of a permutation, in order
+            by_pos = {int(pos): r for r, pos in enumerate(order)}
+            ranked: dict[int, str] = {}
+            start = 0
+            for chunk in self.store.iter_pool(self.pool_chunk_size):
+                for pos in range(start, start + len(chunk)):
+                    if pos in by_pos:
+                        ranked[by_pos[pos]] = chunk[pos - start].id
+                start += len(chunk)
+            return [
+                Query(
+                    item_id=ranked[r],
+                    iteration=iteration,
+                    score=0.0,
+                    rank=r,
+                    strategy="cold-start-random",
+                )
+                for r in range(len(order))
+            ]
         pool = self.store.pool()
         if not pool:
             return []

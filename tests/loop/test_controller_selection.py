@@ -245,3 +245,20 @@ def test_max_candidates_runs_a_batch_strategy_on_the_most_uncertain(make) -> Non
     assert embedder.calls == [6]  # only the candidates were embedded
     with pytest.raises(ConfigError, match="max_candidates"):
         make("margin", max_candidates=0)
+
+
+def test_streamed_samples_equal_the_whole_pool_ones(make) -> None:  # type: ignore[no-untyped-def]
+    """The random cold start, the stop set and the eval sample draw the same items whether the
+    pool is read whole or 3 items at a time."""
+    ctrl, _, _ = make("margin")
+    pool = ctrl.store.pool()
+    whole = ctrl._select_pool(1, 6, None, np.random.default_rng(5))
+    assert [q.item_id for q in whole] == [
+        pool[i].id for i in np.random.default_rng(5).permutation(len(pool))[:6]
+    ]
+    ctrl.pool_chunk_size = 3
+    streamed = ctrl._select_pool(1, 6, None, np.random.default_rng(5))
+    assert [(q.item_id, q.rank) for q in streamed] == [(q.item_id, q.rank) for q in whole]
+    pick = np.random.default_rng(9).permutation(len(pool))[:7]
+    assert ctrl._pool_sample(np.random.default_rng(9), 7) == [pool[i].id for i in sorted(pick)]
+    assert ctrl._pool_sample(np.random.default_rng(9), 10_000) == [it.id for it in pool]
