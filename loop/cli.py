@@ -341,6 +341,9 @@ def simulate(
         full_reference=full_reference,
         tune=s.finetune.tune if s.model == "finetune" else "off",
         tune_budget_s=s.finetune.tune_budget_s,
+        pool_chunk_size=s.pool.chunk_size,
+        max_candidates=s.pool.max_candidates,
+        committee_size=s.committee_size,
     )
     work = out_dir / "work"
     work.mkdir(parents=True, exist_ok=True)

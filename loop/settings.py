@@ -311,11 +311,12 @@ class PoolSettings(BaseModel):
         description="pool items scored at a time; a larger pool is streamed (bounded memory)",
     )
     max_candidates: int | None = Field(
-        None,
+        100_000,
         ge=1,
         description="for strategies that need the whole pool (batch, committee, embeddings): "
         "run them on this many most uncertain items (margin) when the pool is larger than "
-        "chunk_size; None: load the whole pool",
+        "chunk_size (exact for cluster-margin while 10 x batch_size <= it); None: load the "
+        "whole pool",
     )
 
 

@@ -35,6 +35,10 @@ class SimulationConfig:
     # the controller's hyper-parameter search (see Controller): off | nightly | always
     tune: str = "off"
     tune_budget_s: float = 600.0
+    # how the controller reads the pool (settings pool.chunk_size / pool.max_candidates)
+    pool_chunk_size: int = 50_000
+    max_candidates: int | None = 100_000
+    committee_size: int = 5
 
     def validate(self, pool_size: int) -> None:
         if self.initial < 2:
@@ -142,6 +146,9 @@ def run_simulation(
                         tune_budget_s=config.tune_budget_s,
                         embedder=embedder,
                         seed=seed,
+                        pool_chunk_size=config.pool_chunk_size,
+                        max_candidates=config.max_candidates,
+                        committee_size=config.committee_size,
                     )
                     ctrl.run_iteration(k=config.initial)  # cold start: nothing to train on yet
                     answer()
