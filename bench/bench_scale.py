@@ -94,6 +94,40 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class Sampler:
+    """Peaks of RssAnon (the process's own memory) and RssFile (file pages it maps: the
+    memory-mapped embedding cache, reclaimable by the kernel) every 20 ms."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak = {"RssAnon": 0, "RssFile": 0}
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _read(self) -> dict[str, int]:
+        out = {}
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in self.peak:
+                out[key] = int(value.split()[0]) // 1024
+        return out
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for k, v in self._read().items():
+                self.peak[k] = max(self.peak[k], v)
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> Sampler:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+
+
 def prepare(n: int, db: str, labels_n: int, cache: Path) -> dict:
     """Phase 1 (its own process): texts, the stand-in's cache, ingest, the seed labels. Writes
     ``gold.json`` and ``setup.json`` into a fresh folder; returns what it measured."""
@@ -176,8 +210,11 @@ def iterate(folder: Path, strategy: str) -> dict:
         del gold  # the oracle holds its own copy
         out["rss_before_iteration_mib"] = round(rss_mib())
         t = time.perf_counter()
-        rep = ctrl.run_iteration()
+        with Sampler() as sampler:
+            rep = ctrl.run_iteration()
         out["iteration_s"] = round(time.perf_counter() - t, 2)
+        out["peak_anon_mib"] = sampler.peak["RssAnon"]
+        out["peak_file_mapped_mib"] = sampler.peak["RssFile"]
         out["iteration_timings"] = {k: round(v, 2) for k, v in (rep.timings or {}).items()}
         out["selected"] = rep.selected
         out["peak_rss_mib"] = round(rss_mib())

@@ -151,8 +151,13 @@ class Store(Protocol):
         """``len(pool())``, counted without loading the items."""
         ...
 
-    def iter_pool(self, chunk_size: int = 10_000) -> Iterator[list[Item]]:
-        """The pool in id order, ``chunk_size`` items at a time (bounded memory)."""
+    def iter_pool(self, chunk_size: int = 10_000, *, meta: bool = True) -> Iterator[list[Item]]:
+        """The pool in id order, ``chunk_size`` items at a time (bounded memory); ``meta=False``:
+        without ``Item.meta``."""
+        ...
+
+    def iter_pool_ids(self, chunk_size: int = 100_000) -> Iterator[list[str]]:
+        """The pool's ids in id order, ``chunk_size`` at a time."""
         ...
 
     def assign_split(self, item_ids: Sequence[str], split: str) -> int:

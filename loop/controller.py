@@ -698,7 +698,7 @@ class Controller:
         if isinstance(clf, EmbeddingClassifier):  # fills its embedding cache
             t1 = time.perf_counter()
             embedded = 0
-            for chunk in self.store.iter_pool(self.pool_chunk_size):
+            for chunk in self.store.iter_pool(self.pool_chunk_size, meta=False):
                 clf.embed([it.text for it in chunk], progress=progress)
                 embedded += len(chunk)
             metrics["pool_embed_seconds"] = round(time.perf_counter() - t1, 3)
@@ -959,10 +959,10 @@ class Controller:
         ids: list[str] = []
         start = 0
         j = 0
-        for chunk in self.store.iter_pool(self.pool_chunk_size):
+        for chunk in self.store.iter_pool_ids(max(self.pool_chunk_size, 100_000)):
             end = start + len(chunk)
             while j < positions.size and positions[j] < end:
-                ids.append(chunk[int(positions[j]) - start].id)
+                ids.append(chunk[int(positions[j]) - start])
                 j += 1
             start = end
             if j >= positions.size:
@@ -999,7 +999,7 @@ class Controller:
         best_items: list[Any] = []
         best_scores = np.empty(0, dtype=np.float64)
         with self.progress.task("scoring the pool", total=n) as advance:
-            for chunk in self.store.iter_pool(self.pool_chunk_size):
+            for chunk in self.store.iter_pool(self.pool_chunk_size, meta=False):
                 needs_proba = not streamable or "proba" in self.measure.needs
                 proba = clf.predict_proba([it.text for it in chunk]) if needs_proba else None
                 if streamable:
@@ -1044,11 +1044,11 @@ class Controller:
             by_pos = {int(pos): r for r, pos in enumerate(order)}
             ranked: dict[int, str] = {}
             start = 0
-            for chunk in self.store.iter_pool(self.pool_chunk_size):
-                for pos in range(start, start + len(chunk)):
+            for chunk_ids in self.store.iter_pool_ids(max(self.pool_chunk_size, 100_000)):
+                for pos in range(start, start + len(chunk_ids)):
                     if pos in by_pos:
-                        ranked[by_pos[pos]] = chunk[pos - start].id
-                start += len(chunk)
+                        ranked[by_pos[pos]] = chunk_ids[pos - start]
+                start += len(chunk_ids)
             return [
                 Query(
                     item_id=ranked[r],

@@ -32,7 +32,7 @@ from loop.progress import SILENT, Progress
 FORMAT = "alloop.embed-lr/1"
 META_FILE = "embed_lr.json"
 HEAD_FILE = "head.npz"
-_CHUNK = 65536  # rows scored at a time
+_CHUNK = 8192  # rows scored at a time (float64 copies of one chunk only)
 
 
 def _head_version(

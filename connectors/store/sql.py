@@ -537,27 +537,54 @@ class SqlStore:
         with self._read("count the pool") as conn:
             return int(conn.scalar(stmt) or 0)
 
-    def iter_pool(self, chunk_size: int = 10_000) -> Iterator[list[Item]]:
+    def iter_pool(self, chunk_size: int = 10_000, *, meta: bool = True) -> Iterator[list[Item]]:
         """The pool in id order, ``chunk_size`` items at a time (keyset pagination: each chunk
         is one query after the last id seen, so memory holds one chunk and a pool of millions
         streams). Items that leave the pool while iterating are not returned again; an item
-        entering it behind the cursor is not seen until the next pass."""
+        entering it behind the cursor is not seen until the next pass. ``meta=False`` leaves
+        ``Item.meta`` empty (decoding it is most of the read cost; selection reads texts only)."""
         if chunk_size < 1:
             raise StoreError(f"chunk_size must be >= 1, got {chunk_size}.", "pass e.g. 10000.")
+        i = m.items
+        columns = _item_columns() if meta else (i.c.id, i.c.text, i.c.split)
         last: str | None = None
         while True:
             cond = self._pool_filter()
             if last is not None:
-                cond.append(m.items.c.id > last)
-            stmt = sa.select(*_item_columns()).where(*cond).order_by(m.items.c.id).limit(chunk_size)
+                cond.append(i.c.id > last)
+            stmt = sa.select(*columns).where(*cond).order_by(i.c.id).limit(chunk_size)
             with self._read("read the pool") as conn:
-                chunk = [_item(row) for row in conn.execute(stmt)]
+                rows = conn.execute(stmt).all()
+            if meta:
+                chunk = [_item(row) for row in rows]
+            else:
+                chunk = [Item(id=r[0], text=r[1], split=r[2]) for r in rows]
             if not chunk:
                 return
             yield chunk
             if len(chunk) < chunk_size:
                 return
             last = chunk[-1].id
+
+    def iter_pool_ids(self, chunk_size: int = 100_000) -> Iterator[list[str]]:
+        """The pool's ids in id order, ``chunk_size`` at a time (as :meth:`iter_pool`)."""
+        if chunk_size < 1:
+            raise StoreError(f"chunk_size must be >= 1, got {chunk_size}.", "pass e.g. 10000.")
+        i = m.items
+        last: str | None = None
+        while True:
+            cond = self._pool_filter()
+            if last is not None:
+                cond.append(i.c.id > last)
+            stmt = sa.select(i.c.id).where(*cond).order_by(i.c.id).limit(chunk_size)
+            with self._read("read the pool") as conn:
+                chunk = list(conn.scalars(stmt))
+            if not chunk:
+                return
+            yield chunk
+            if len(chunk) < chunk_size:
+                return
+            last = chunk[-1]
 
     def assign_split(self, item_ids: Sequence[str], split: str) -> int:
         """Move items to ``split`` (e.g. pool items into the ``eval`` sample); one transaction.

@@ -277,6 +277,16 @@ def test_count_and_chunks_of_the_pool_equal_the_pool(store: SqlStore) -> None:
         next(store.iter_pool(chunk_size=0))
     empty_store_chunks = [c for c in store.iter_pool() if not c]
     assert empty_store_chunks == []
+    # ids only, and items without their metadata
+    want = ids(store.pool())
+    assert [i for c in store.iter_pool_ids(chunk_size=2) for i in c] == want
+    store.add_items([Item("m1", "with meta", "train", {"k": "v"})])
+    lean = [it for c in store.iter_pool(chunk_size=4, meta=False) for it in c]
+    full = store.pool()
+    assert [(it.id, it.text, it.split) for it in lean] == [(it.id, it.text, it.split) for it in full]
+    assert all(it.meta == {} for it in lean) and {"k": "v"} in [it.meta for it in full]
+    with pytest.raises(StoreError):
+        next(store.iter_pool_ids(chunk_size=0))
 
 
 def test_assign_split_of_the_pool_always_succeeds_after_withdrawals(store: SqlStore) -> None:
