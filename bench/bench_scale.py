@@ -166,6 +166,13 @@ def prepare(n: int, db: str, labels_n: int, cache: Path) -> dict:
                 Item(ids[i], texts[i], "train") for i in range(start, min(n, start + 10_000))
             )
         out["ingest_rows_per_s"] = round(n / (time.perf_counter() - t))
+        if schema is not None:  # what autovacuum does soon after a bulk load: fresh statistics
+            import sqlalchemy as sa
+
+            analyze = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+            with analyze.connect() as conn:
+                conn.exec_driver_sql("ANALYZE")
+            analyze.dispose()
         gold = dict(zip(ids, gold_labels, strict=True))
         rng = np.random.default_rng(1)
         seed_ids = [ids[i] for i in rng.choice(n, size=labels_n, replace=False)]
