@@ -368,6 +368,21 @@ def create_app(service: LoopService) -> FastAPI:
         per model version."""
         return {"points": learning_curve(service.store.model_versions())}
 
+    @app.get("/api/check", tags=["read"], responses=error_responses(503))
+    def check() -> dict[str, Any]:
+        """The last `alloop check`: every finding with its severity, count, message and a few
+        examples, and whether labels changed since (``stale``); ``check`` is null before the
+        first one."""
+        from loop.quality import META_KEY
+
+        stored = service.store.get_meta(META_KEY)
+        if not stored:
+            return {"check": None, "stale": None}
+        return {
+            "check": stored,
+            "stale": stored.get("label_revision") != service.store.label_revision(),
+        }
+
     # -- write API ---------------------------------------------------------------------------
     auth = [Depends(require_token)]
     write_errors = error_responses(401, 503)

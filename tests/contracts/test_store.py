@@ -283,7 +283,9 @@ def test_count_and_chunks_of_the_pool_equal_the_pool(store: SqlStore) -> None:
     store.add_items([Item("m1", "with meta", "train", {"k": "v"})])
     lean = [it for c in store.iter_pool(chunk_size=4, meta=False) for it in c]
     full = store.pool()
-    assert [(it.id, it.text, it.split) for it in lean] == [(it.id, it.text, it.split) for it in full]
+    assert [(it.id, it.text, it.split) for it in lean] == [
+        (it.id, it.text, it.split) for it in full
+    ]
     assert all(it.meta == {} for it in lean) and {"k": "v"} in [it.meta for it in full]
     with pytest.raises(StoreError):
         next(store.iter_pool_ids(chunk_size=0))

@@ -217,6 +217,34 @@ def test_project_status_is_what_alloop_status_shows(make_env) -> None:  # type: 
     assert "database" not in info and info["metrics_note"].startswith("trustworthy")
 
 
+def test_the_last_data_check_is_in_the_read_api(make_env) -> None:  # type: ignore[no-untyped-def]
+    from loop.quality import META_KEY, check_project, summary
+
+    env: Env = make_env()
+    assert env.client.get("/api/check").json() == {"check": None, "stale": None}
+    assert env.client.get("/api/status").json()["quality"] is None
+    report = check_project(
+        env.store,
+        classes=["neg", "pos"],
+        embed=None,
+        count_tokens=None,
+        max_tokens=None,
+        trainer=None,
+        find_issues=None,
+    )
+    env.store.set_meta(META_KEY, summary(report))
+    got = env.client.get("/api/check").json()
+    assert got["stale"] is False
+    assert [f["check"] for f in got["check"]["findings"]] == [
+        f["check"] for f in report["findings"]
+    ]
+    quality = env.client.get("/api/status").json()["quality"]
+    assert quality["counts"] == {f["check"]: f["count"] for f in report["findings"]}
+    env.controller.run_iteration()  # cold start sent; an answer changes the labels
+    _answer_sent(env)
+    assert env.client.get("/api/check").json()["stale"] is True
+
+
 # -- model management ----------------------------------------------------------------------
 def test_promote_and_rollback_through_the_api(make_env) -> None:  # type: ignore[no-untyped-def]
     env: Env = make_env()
