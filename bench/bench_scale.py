@@ -91,6 +91,10 @@ class StandIn:
 
 
 def rss_mib() -> float:
+    """This process image's peak RSS (VmHWM; ``ru_maxrss`` would carry the parent's over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
