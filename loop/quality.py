@@ -124,10 +124,11 @@ def near_pairs(
 ) -> list[tuple[int, int, float]]:
     """Pairs ``(i, j, cosine)`` with cosine >= ``threshold``: within ``emb`` (i < j) or, with
     ``other``, between row i of ``emb`` and row j of ``other``. Rows are L2-normalised here;
-    blocked so memory stays ``block x n``."""
+    blocked so memory stays ``block x n`` (at most ~8M similarities at a time)."""
     a = _unit(emb)
     b = a if other is None else _unit(other)
     out: list[tuple[int, int, float]] = []
+    block = max(16, min(block, 8_000_000 // max(1, b.shape[0])))  # <= ~32 MB of similarities
     for start in range(0, a.shape[0], block):
         sims = a[start : start + block] @ b.T
         if other is None:  # keep j > i only
