@@ -348,7 +348,6 @@ def check_project(
         _exact_leaks(findings, groups, data, ids, texts, ex)
     else:
         t1 = time.perf_counter()
-        emb = np.asarray(embed(texts), dtype=np.float32)
         if n <= options.max_near_items:
             within = list(range(n))
             scope = "all items"
@@ -358,7 +357,13 @@ def check_project(
                 f"labeled and held-out items only ({len(within)}; the pool is over "
                 f"max_near_items={options.max_near_items})"
             )
-        pairs = near_pairs(emb[within], options.near_threshold) if within else []
+        # only the rows compared are embedded (a pool of millions is not); every labeled and
+        # held-out item is among them
+        vectors = (
+            np.asarray(embed([texts[i] for i in within]), dtype=np.float32) if within else None
+        )
+        row_of = {i: r for r, i in enumerate(within)}
+        pairs = near_pairs(vectors, options.near_threshold) if vectors is not None else []
         pairs = [(within[i], within[j], c) for i, j, c in pairs]
         folded = [fold_text(t) for t in texts]
         near = [p for p in pairs if folded[p[0]] != folded[p[1]]]
@@ -379,10 +384,12 @@ def check_project(
             ],
         )
         leaks = []
-        if labeled and held_out:
+        if labeled and held_out and vectors is not None:
             lab = np.asarray(labeled)
             held = np.asarray(held_out)
-            for i, j, c in near_pairs(emb[lab], options.near_threshold, other=emb[held]):
+            lab_v = vectors[[row_of[int(i)] for i in lab]]
+            held_v = vectors[[row_of[int(j)] for j in held]]
+            for i, j, c in near_pairs(lab_v, options.near_threshold, other=held_v):
                 leaks.append((int(lab[i]), int(held[j]), c))
         leaks.sort(key=lambda p: -p[2])
         findings["leak"] = _leak_finding(leaks, data, ids, texts, ex, options.near_threshold)

@@ -286,3 +286,34 @@ def test_review_requests_skip_items_already_answered_in_the_tool(tmp_path: Path)
             review_requests(store, found, limit=0)
     finally:
         store.close()
+
+
+def test_over_max_near_items_only_labeled_and_held_out_items_are_embedded(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    seen: list[int] = []
+
+    def embed(texts):  # type: ignore[no-untyped-def]
+        seen.append(len(texts))
+        return np.stack([_vec(fold_text(t)) for t in texts])
+
+    try:
+        report = check_project(
+            store,
+            classes=["neg", "pos"],
+            embed=embed,
+            count_tokens=None,
+            max_tokens=None,
+            trainer=None,
+            find_issues=None,
+            options=CheckOptions(near_threshold=0.99, max_near_items=10),
+        )
+        unlabeled = len(store.pool())
+    finally:
+        store.close()
+    f = {x["check"]: x for x in report["findings"]}
+    # the training labels and the one test item; not the unlabeled items nor the tie
+    assert seen == [report["training_labels"] + 1] and report["items"] - seen[0] > unlabeled
+    assert (
+        f["leak"]["count"] == 1
+        and "labeled and held-out items only" in f["near-duplicates"]["message"]
+    )
