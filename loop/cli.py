@@ -529,7 +529,11 @@ def run(
         ctrl = build_controller(s, store, tool, classes)
         refill = s.refill_below if s.refill_below is not None else max(1, s.batch_size // 2)
         runner = LoopRunner(
-            ctrl, poll_seconds=s.label_studio.poll_seconds, refill_below=refill, say=say
+            ctrl,
+            poll_seconds=s.label_studio.poll_seconds,
+            refill_below=refill,
+            say=say,
+            lease=lambda: _try_lease(store, s),
         )
         stop = threading.Event()
 
@@ -589,6 +593,24 @@ def iterate(
         out.print(describe(rep))
     finally:
         store.close()
+
+
+@contextmanager
+def _try_lease(store: Any, s: Settings) -> Iterator[bool]:
+    """The iteration lease for the block if free (True), else False; a stale holder on this
+    machine is taken over."""
+    from loop.service.core import LEASE_NAME, holder_id, holder_is_stale
+
+    holder = holder_id()
+    current = store.lease(LEASE_NAME)
+    if current is not None and holder_is_stale(current[0]):
+        store.release_lease(LEASE_NAME, current[0])
+    held = store.acquire_lease(LEASE_NAME, holder, max(s.service.lease_seconds, 3600.0))
+    try:
+        yield held
+    finally:
+        if held:
+            store.release_lease(LEASE_NAME, holder)
 
 
 @contextmanager

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 from loop.controller import Controller, IterationReport
 
@@ -37,6 +38,9 @@ class LoopRunner:
 
     Each poll: sync labels; run an iteration when the controller wants to retrain, or when fewer
     than ``refill_below`` sent items still await an answer (so annotators never run dry).
+    ``lease()`` is entered around every iteration and says whether this process may run it
+    (the database lease that `alloop serve` and `alloop iterate` hold too); when another
+    process holds it the poll runs no iteration and the next poll tries again.
     """
 
     def __init__(
@@ -46,7 +50,9 @@ class LoopRunner:
         poll_seconds: float,
         refill_below: int,
         say: Callable[[str], None] = print,
+        lease: Callable[[], AbstractContextManager[bool]] | None = None,
     ) -> None:
+        self.lease = lease or _always
         self.ctrl = ctrl
         self.poll_seconds = poll_seconds
         self.refill_below = refill_below
@@ -56,12 +62,19 @@ class LoopRunner:
         """Items sent to the labeling tool that have no answer yet."""
         return len(self.ctrl.waiting())
 
+    def _iterate(self, note: str = "") -> IterationReport | None:
+        with self.lease() as held:
+            if not held:
+                self.say("another process holds the iteration lease; trying again at the next poll")
+                return None
+            rep = self.ctrl.run_iteration()
+        self.say(describe(rep) + note)
+        return rep
+
     def poll(self) -> IterationReport | None:
         store = self.ctrl.store
         if store.unfinished_iteration() is not None or not store.iterations():
-            rep = self.ctrl.run_iteration()
-            self.say(describe(rep))
-            return rep
+            return self._iterate()
         res = self.ctrl.sync()
         if res.inserted or res.updated or res.withdrawn:
             self.say(
@@ -73,9 +86,7 @@ class LoopRunner:
         if need or waiting < self.refill_below:
             if not need and (not store.count_pool() or self.ctrl.stopped()):
                 return None
-            rep = self.ctrl.run_iteration()
-            self.say(describe(rep) + ("" if need else f" (queue refill: {waiting} awaiting)"))
-            return rep
+            return self._iterate("" if need else f" (queue refill: {waiting} awaiting)")
         return None
 
     def run(self, stop: threading.Event, max_polls: int | None = None) -> None:
@@ -87,3 +98,8 @@ class LoopRunner:
             if max_polls is not None and polls >= max_polls:
                 return
             stop.wait(max(0.0, self.poll_seconds - (time.monotonic() - t0)))
+
+
+@contextmanager
+def _always() -> Iterator[bool]:
+    yield True

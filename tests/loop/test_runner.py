@@ -91,3 +91,22 @@ def test_retrains_after_enough_new_labels_and_stops_on_event(runner) -> None:  #
     stop.set()
     r.run(stop)  # returns at once
     r.run(threading.Event(), max_polls=2)
+
+
+def test_no_iteration_while_another_process_holds_the_lease(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`alloop run` takes the same database lease as `alloop serve` and `alloop iterate`."""
+    from loop.cli import _try_lease
+    from loop.service.core import LEASE_NAME
+    from loop.settings import Settings
+
+    r, tool, trainer, said = runner
+    store = r.ctrl.store
+    s = Settings(home=tmp_path / "h")
+    r.lease = lambda: _try_lease(store, s)
+    assert store.acquire_lease(LEASE_NAME, "other-host:123:serve", 600)
+    assert r.poll() is None and "holds the iteration lease" in said[-1]
+    assert store.iterations() == [] and tool.waiting == []
+    store.release_lease(LEASE_NAME, "other-host:123:serve")
+    rep = r.poll()
+    assert rep is not None and rep.sent == 6
+    assert store.lease(LEASE_NAME) is None  # released after the iteration
