@@ -156,6 +156,10 @@ class Store(Protocol):
         without ``Item.meta``."""
         ...
 
+    def iter_pool_texts(self, chunk_size: int = 10_000) -> Iterator[tuple[list[str], list[str]]]:
+        """The pool as ``(ids, texts)`` chunks in id order (no ``Item`` per row)."""
+        ...
+
     def iter_pool_ids(self, chunk_size: int = 100_000) -> Iterator[list[str]]:
         """The pool's ids in id order, ``chunk_size`` at a time."""
         ...

@@ -41,7 +41,7 @@ from loop.contracts import (
 from loop.errors import ConfigError, ModelError, StrategyError
 from loop.metrics import accuracy, macro_f1
 from loop.progress import SILENT, Progress
-from loop.records import LabelRequest, LabelWriteResult, ModelVersion, Query
+from loop.records import Item, LabelRequest, LabelWriteResult, ModelVersion, Query
 
 STOP_CRITERIA = ("stable-predictions", "low-uncertainty", "plateau", "budget")
 STOPPING_DEFAULTS: dict[str, Any] = {
@@ -698,9 +698,9 @@ class Controller:
         if isinstance(clf, EmbeddingClassifier):  # fills its embedding cache
             t1 = time.perf_counter()
             embedded = 0
-            for chunk in self.store.iter_pool(self.pool_chunk_size, meta=False):
-                clf.embed([it.text for it in chunk], progress=progress)
-                embedded += len(chunk)
+            for _, texts in self.store.iter_pool_texts(self.pool_chunk_size):
+                clf.embed(texts, progress=progress)
+                embedded += len(texts)
             metrics["pool_embed_seconds"] = round(time.perf_counter() - t1, 3)
             metrics["pool_embedded"] = embedded
         return self._record(
@@ -996,37 +996,40 @@ class Controller:
         keep = k if streamable else int(self.max_candidates or 0)
         if keep >= n:
             return None
-        best_items: list[Any] = []
+        best_ids: list[str] = []
+        best_texts: list[str] = []
         best_scores = np.empty(0, dtype=np.float64)
+        needs_proba = not streamable or "proba" in self.measure.needs
         with self.progress.task("scoring the pool", total=n) as advance:
-            for chunk in self.store.iter_pool(self.pool_chunk_size, meta=False):
-                needs_proba = not streamable or "proba" in self.measure.needs
-                proba = clf.predict_proba([it.text for it in chunk]) if needs_proba else None
+            for ids, texts in self.store.iter_pool_texts(self.pool_chunk_size):
+                proba = clf.predict_proba(texts) if needs_proba else None
                 if streamable:
-                    inputs = strategies.SelectionInputs(proba=proba, size=len(chunk))
+                    inputs = strategies.SelectionInputs(proba=proba, size=len(ids))
                     scores = np.asarray(self.measure.scores(inputs, rng), dtype=np.float64)
                 else:
                     assert proba is not None
                     scores = strategies.margin(proba)
-                items = best_items + list(chunk)
+                all_ids, all_texts = best_ids + ids, best_texts + texts
                 merged = np.concatenate([best_scores, scores])
                 top = strategies.top_k(merged, keep, rng)
-                best_items = [items[i] for i in top]
+                best_ids = [all_ids[i] for i in top]
+                best_texts = [all_texts[i] for i in top]
                 best_scores = merged[top]
-                advance(len(chunk))
+                advance(len(ids))
         if streamable:
             return [
                 Query(
-                    item_id=it.id,
+                    item_id=item_id,
                     iteration=iteration,
                     score=float(sc),
                     rank=r,
                     strategy=self.strategy,
                     model_version=current.id,
                 )
-                for r, (it, sc) in enumerate(zip(best_items, best_scores, strict=True))
+                for r, (item_id, sc) in enumerate(zip(best_ids, best_scores, strict=True))
             ]
-        candidates = sorted(best_items, key=lambda it: it.id)  # the pool's order
+        order = sorted(range(len(best_ids)), key=lambda r: best_ids[r])  # the pool's order
+        candidates = [Item(id=best_ids[r], text=best_texts[r]) for r in order]
         return self._choose(iteration, k, current, candidates, rng)
 
     def _select_pool(

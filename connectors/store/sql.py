@@ -179,6 +179,15 @@ def _item_columns() -> tuple[sa.Column[Any], ...]:
     return (m.items.c.id, m.items.c.text, m.items.c.split, m.items.c.meta)
 
 
+def _raw_meta(value: Any) -> dict[str, Any]:
+    """The metadata column as the driver gives it (SQLite: JSON text; psycopg: decoded)."""
+    if value is None:
+        return {}
+    if isinstance(value, str | bytes):
+        return dict(json.loads(value))
+    return dict(value)
+
+
 def _item(row: Row[Any]) -> Item:
     return Item(id=row.id, text=row.text, split=row.split, meta=dict(row.meta or {}))
 
@@ -537,54 +546,72 @@ class SqlStore:
         with self._read("count the pool") as conn:
             return int(conn.scalar(stmt) or 0)
 
-    def iter_pool(self, chunk_size: int = 10_000, *, meta: bool = True) -> Iterator[list[Item]]:
-        """The pool in id order, ``chunk_size`` items at a time (keyset pagination: each chunk
-        is one query after the last id seen, so memory holds one chunk and a pool of millions
-        streams). Items that leave the pool while iterating are not returned again; an item
-        entering it behind the cursor is not seen until the next pass. ``meta=False`` leaves
-        ``Item.meta`` empty (decoding it is most of the read cost; selection reads texts only)."""
+    def _pool_rows(self, columns: Sequence[Any], chunk_size: int) -> Iterator[list[Any]]:
+        """``train`` rows in id order, ``chunk_size`` read at a time by keyset pagination on the
+        (split, id) index, with the items that have a query or any label row dropped: those are
+        looked up per chunk by the chunk's id range (a few index range scans), which is many
+        times cheaper on a large pool than an anti-join probe per row. A chunk may come out
+        shorter than ``chunk_size`` (or empty) when it held asked or labeled items."""
         if chunk_size < 1:
             raise StoreError(f"chunk_size must be >= 1, got {chunk_size}.", "pass e.g. 10000.")
-        i = m.items
-        columns = _item_columns() if meta else (i.c.id, i.c.text, i.c.split)
+        i, q, lab = m.items, m.queries, m.labels
         last: str | None = None
         while True:
-            cond = self._pool_filter()
+            cond = [i.c.split == "train"]
             if last is not None:
                 cond.append(i.c.id > last)
             stmt = sa.select(*columns).where(*cond).order_by(i.c.id).limit(chunk_size)
             with self._read("read the pool") as conn:
-                rows = conn.execute(stmt).all()
-            if meta:
-                chunk = [_item(row) for row in rows]
-            else:
-                chunk = [Item(id=r[0], text=r[1], split=r[2]) for r in rows]
-            if not chunk:
+                # the driver's own tuples: id, text and split need no type processing, and
+                # building a Row per item is most of the cost of a large pool
+                rows = conn.execute(stmt).cursor.fetchall()
+                if not rows:
+                    return
+                lo, hi = rows[0][0], rows[-1][0]
+                taken = set(
+                    conn.scalars(
+                        sa.union(
+                            sa.select(q.c.item_id).where(q.c.item_id >= lo, q.c.item_id <= hi),
+                            sa.select(lab.c.item_id).where(
+                                lab.c.item_id >= lo, lab.c.item_id <= hi
+                            ),
+                        )
+                    )
+                )
+            yield [r for r in rows if r[0] not in taken] if taken else list(rows)
+            if len(rows) < chunk_size:
                 return
-            yield chunk
-            if len(chunk) < chunk_size:
-                return
-            last = chunk[-1].id
+            last = rows[-1][0]
+
+    def iter_pool(self, chunk_size: int = 10_000, *, meta: bool = True) -> Iterator[list[Item]]:
+        """The pool in id order, at most ``chunk_size`` items at a time (keyset pagination, so
+        memory holds one chunk and a pool of millions streams; no chunk is empty). Items that
+        leave the pool while iterating are not returned again; an item entering it behind the
+        cursor is not seen until the next pass. ``meta=False`` leaves ``Item.meta`` empty
+        (decoding it is most of the read cost; selection reads texts only)."""
+        i = m.items
+        if meta:
+            for rows in self._pool_rows(_item_columns(), chunk_size):
+                if rows:
+                    yield [Item(r[0], r[1], r[2], _raw_meta(r[3])) for r in rows]
+            return
+        for rows in self._pool_rows((i.c.id, i.c.text, i.c.split), chunk_size):
+            if rows:
+                yield [Item(r[0], r[1], r[2]) for r in rows]
+
+    def iter_pool_texts(self, chunk_size: int = 10_000) -> Iterator[tuple[list[str], list[str]]]:
+        """The pool as ``(ids, texts)`` chunks in id order (as :meth:`iter_pool`, without
+        building an ``Item`` per row: what scoring a pool of millions needs)."""
+        i = m.items
+        for rows in self._pool_rows((i.c.id, i.c.text), chunk_size):
+            if rows:
+                yield [r[0] for r in rows], [r[1] for r in rows]
 
     def iter_pool_ids(self, chunk_size: int = 100_000) -> Iterator[list[str]]:
-        """The pool's ids in id order, ``chunk_size`` at a time (as :meth:`iter_pool`)."""
-        if chunk_size < 1:
-            raise StoreError(f"chunk_size must be >= 1, got {chunk_size}.", "pass e.g. 10000.")
-        i = m.items
-        last: str | None = None
-        while True:
-            cond = self._pool_filter()
-            if last is not None:
-                cond.append(i.c.id > last)
-            stmt = sa.select(i.c.id).where(*cond).order_by(i.c.id).limit(chunk_size)
-            with self._read("read the pool") as conn:
-                chunk = list(conn.scalars(stmt))
-            if not chunk:
-                return
-            yield chunk
-            if len(chunk) < chunk_size:
-                return
-            last = chunk[-1]
+        """The pool's ids in id order, at most ``chunk_size`` at a time (as :meth:`iter_pool`)."""
+        for rows in self._pool_rows((m.items.c.id,), chunk_size):
+            if rows:
+                yield [r[0] for r in rows]
 
     def assign_split(self, item_ids: Sequence[str], split: str) -> int:
         """Move items to ``split`` (e.g. pool items into the ``eval`` sample); one transaction.

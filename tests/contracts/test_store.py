@@ -289,6 +289,12 @@ def test_count_and_chunks_of_the_pool_equal_the_pool(store: SqlStore) -> None:
     assert all(it.meta == {} for it in lean) and {"k": "v"} in [it.meta for it in full]
     with pytest.raises(StoreError):
         next(store.iter_pool_ids(chunk_size=0))
+    pairs = [
+        (i, t)
+        for ids_, texts in store.iter_pool_texts(chunk_size=3)
+        for i, t in zip(ids_, texts, strict=True)
+    ]
+    assert pairs == [(it.id, it.text) for it in full]
 
 
 def test_assign_split_of_the_pool_always_succeeds_after_withdrawals(store: SqlStore) -> None:
