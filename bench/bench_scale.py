@@ -132,9 +132,10 @@ class Sampler:
         self._t.join()
 
 
-def prepare(n: int, db: str, labels_n: int, cache: Path) -> dict:
-    """Phase 1 (its own process): texts, the stand-in's cache, ingest, the seed labels. Writes
-    ``gold.json`` and ``setup.json`` into a fresh folder; returns what it measured."""
+def prepare(n: int, db: str, labels_n: int, cache: Path, emb_dir: Path) -> dict:
+    """Phase 1 (its own process): texts, the stand-in's cache (filled once per pool size, in
+    ``emb_dir``), ingest, the seed labels. Writes ``gold.json`` and ``setup.json`` into a fresh
+    folder; returns what it measured."""
     from connectors.models.cache import CachedEmbedder
     from connectors.store import SqlStore
     from loop.records import Item, Label
@@ -142,7 +143,8 @@ def prepare(n: int, db: str, labels_n: int, cache: Path) -> dict:
     out: dict = {"n": n, "db": db}
     texts, gold_labels = pool_texts(n, cache)
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    emb = CachedEmbedder(StandIn(), tmp / "emb")
+    (tmp / "emb").symlink_to(emb_dir)
+    emb = CachedEmbedder(StandIn(), emb_dir)
     t = time.perf_counter()
     for start in range(0, n, 50_000):
         emb.embed(texts[start : start + 50_000])
@@ -246,7 +248,7 @@ def drop(folder: Path) -> None:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{setup["schema"]}" CASCADE')
         admin.dispose()
-    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)  # the shared cache is a symlink: left alone
 
 
 def _run(*args: str) -> dict:
@@ -279,14 +281,16 @@ def main() -> None:
     ap.add_argument("--labels", type=int, default=500)
     ap.add_argument("--strategy", nargs="+", default=["margin", "cluster-margin"])
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--prepare", nargs=3, metavar=("N", "DB", "LABELS"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--prepare", nargs=4, metavar=("N", "DB", "LABELS", "EMB"), help=argparse.SUPPRESS
+    )
     ap.add_argument("--iterate", nargs=2, metavar=("DIR", "STRATEGY"), help=argparse.SUPPRESS)
     ap.add_argument("--skip-minilm", action="store_true")
     args = ap.parse_args()
     cache = Path(os.environ.get("ALLOOP_CACHE_DIR", ".alloop/cache"))
     if args.prepare:
-        n, db, labels_n = args.prepare
-        print(json.dumps(prepare(int(n), db, int(labels_n), cache)))
+        n, db, labels_n, emb_dir = args.prepare
+        print(json.dumps(prepare(int(n), db, int(labels_n), cache, Path(emb_dir))))
         return
     if args.iterate:
         print(json.dumps(iterate(Path(args.iterate[0]), args.iterate[1])))
@@ -295,8 +299,9 @@ def main() -> None:
     if rows:
         print(json.dumps(rows[0]), flush=True)
     for n in args.n:
+        emb_dir = Path(tempfile.mkdtemp(prefix="bench-scale-emb-"))
         for db in args.db:
-            prep = _run("--prepare", str(n), db, str(args.labels))
+            prep = _run("--prepare", str(n), db, str(args.labels), str(emb_dir))
             if "error" in prep:
                 rows.append({"n": n, "db": db, **prep})
                 print(json.dumps(rows[-1]), flush=True)
@@ -307,6 +312,9 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             drop(Path(prep["dir"]))
+        import shutil
+
+        shutil.rmtree(emb_dir, ignore_errors=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1), encoding="utf-8")
 
