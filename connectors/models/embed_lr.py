@@ -7,7 +7,6 @@ Fast enough to retrain every iteration: the encoder never changes, so each text 
 from __future__ import annotations
 
 import time
-import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,13 +25,13 @@ from connectors.models._common import (
     verified,
     write_json,
 )
+from connectors.models.linear import fit_linear_head, linear_proba
 from loop.errors import ModelError
 from loop.progress import SILENT, Progress
 
 FORMAT = "alloop.embed-lr/1"
 META_FILE = "embed_lr.json"
 HEAD_FILE = "head.npz"
-_CHUNK = 8192  # rows scored at a time (float64 copies of one chunk only)
 
 
 def _head_version(
@@ -99,17 +98,7 @@ class EmbedLRClassifier:
                 f"expected embeddings of shape (n, {self.coef.shape[1]}), found {x.shape}.",
                 "embed the texts with the encoder this head was trained on.",
             )
-        p = np.empty((x.shape[0], len(self.model_classes)), dtype=np.float64)
-        for start in range(0, x.shape[0], _CHUNK):  # float64 copies of a chunk only
-            z = x[start : start + _CHUNK].astype(np.float64) @ self.coef.T + self.intercept
-            if len(self.model_classes) == 2:
-                # P(second class) = sigmoid(z), computed stably as exp(-log(1 + exp(-z)))
-                p1 = np.exp(-np.logaddexp(0.0, -z[:, 0]))
-                p[start : start + _CHUNK, 0] = 1.0 - p1
-                p[start : start + _CHUNK, 1] = p1
-            else:
-                e = np.exp(z - z.max(axis=1, keepdims=True))
-                p[start : start + _CHUNK] = e / e.sum(axis=1, keepdims=True)
+        p = linear_proba(x, self.coef, self.intercept)
         return expand_columns(p, self.model_classes, self._classes)
 
     def predict_proba(self, texts: Sequence[str], progress: Progress = SILENT) -> np.ndarray:
@@ -219,21 +208,10 @@ class EmbedLRTrainer:
     def _fit(
         self, x: np.ndarray, labels: list[str], seed: int
     ) -> tuple[np.ndarray, np.ndarray, list[str], int, bool]:
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.linear_model import LogisticRegression
-
-        lr = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=seed)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            lr.fit(np.asarray(x, dtype=np.float64), np.array(labels, dtype=object))
-        converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-        return (
-            lr.coef_.astype(np.float64),
-            lr.intercept_.astype(np.float64),
-            [str(c) for c in lr.classes_],
-            int(np.max(lr.n_iter_)),
-            converged,
+        head = fit_linear_head(
+            np.asarray(x, dtype=np.float64), labels, C=self.C, max_iter=self.max_iter, seed=seed
         )
+        return head.coef, head.intercept, list(head.classes), head.n_iter, head.converged
 
     def load(self, path: Path) -> EmbedLRClassifier:
         """Rebuild a classifier saved by :meth:`EmbedLRClassifier.save`. Refuses a head trained

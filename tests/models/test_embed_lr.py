@@ -120,7 +120,7 @@ def test_bad_settings_are_refused(minilm: MiniLMEmbedder) -> None:
 def test_chunked_scoring_equals_one_pass(
     trainer: EmbedLRTrainer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from connectors.models import embed_lr
+    from connectors.models import linear
 
     names = list(TOPICS)
     texts = [t for c in names for t in TOPICS[c]]
@@ -128,5 +128,5 @@ def test_chunked_scoring_equals_one_pass(
     clf = trainer.train(texts, labels, classes=names, seed=0)
     x = trainer.embedder.embed(texts)
     whole = clf.predict_proba_embeddings(x)
-    monkeypatch.setattr(embed_lr, "_CHUNK", 5)
+    monkeypatch.setattr(linear, "_CHUNK", 5)  # the head shared with tfidf-lr
     np.testing.assert_allclose(clf.predict_proba_embeddings(x), whole, rtol=0, atol=1e-12)
