@@ -221,8 +221,8 @@ def iterate(folder: Path, strategy: str) -> dict:
             max_candidates=100_000,
         )
         del gold  # the oracle holds its own copy
-        import sklearn.linear_model  # noqa: F401  - a running loop has it loaded: not timed
         import sklearn.cluster  # noqa: F401
+        import sklearn.linear_model  # noqa: F401  - a running loop has it loaded: not timed
 
         out["rss_before_iteration_mib"] = round(rss_mib())
         t = time.perf_counter()
