@@ -986,8 +986,8 @@ class Controller:
           top-k (memory: one chunk + k);
         - otherwise, with ``max_candidates``: the ``max_candidates`` most uncertain items by
           margin are kept the same way and the strategy runs on them only (its embeddings,
-          committee, clustering); cluster-margin with ``max_candidates`` >= 10 k selects as on
-          the whole pool."""
+          committee, clustering); cluster-margin with ``max_candidates`` >= 10 k keeps the
+          candidates it has on the whole pool (its k-means seeding draws differ)."""
         n = self.store.count_pool()
         streamable = self._streamable()
         if n <= self.pool_chunk_size or (not streamable and self.max_candidates is None):

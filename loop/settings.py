@@ -315,7 +315,7 @@ class PoolSettings(BaseModel):
         ge=1,
         description="for strategies that need the whole pool (batch, committee, embeddings): "
         "run them on this many most uncertain items (margin) when the pool is larger than "
-        "chunk_size (exact for cluster-margin while 10 x batch_size <= it); None: load the "
+        "chunk_size (cluster-margin keeps its candidates while 10 x batch_size <= it); None: load the "
         "whole pool",
     )
 
