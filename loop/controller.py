@@ -42,6 +42,7 @@ from loop.errors import ConfigError, ModelError, StrategyError
 from loop.metrics import accuracy, macro_f1
 from loop.progress import SILENT, Progress
 from loop.records import Item, LabelRequest, LabelWriteResult, ModelVersion, Query
+from loop.resample import class_bootstrap
 
 STOP_CRITERIA = ("stable-predictions", "low-uncertainty", "plateau", "budget")
 STOPPING_DEFAULTS: dict[str, Any] = {
@@ -951,23 +952,29 @@ class Controller:
             for q in picked
         ]
 
-    def _pool_sample(self, rng: np.random.Generator, count: int) -> list[str]:
-        """Ids of ``count`` pool items drawn uniformly (positions ``rng.permutation(n)[:count]``
-        in id order), read chunk by chunk: the pool is never loaded whole."""
-        n = self.store.count_pool()
-        positions = np.sort(rng.permutation(n)[:count])
-        ids: list[str] = []
+    def _pool_ids_at(self, positions: np.ndarray) -> dict[int, str]:
+        """The ids at ``positions`` of the pool in id order, read chunk by chunk (ids only):
+        the pool is never loaded whole."""
+        wanted = np.sort(np.asarray(positions, dtype=np.int64))
+        found: dict[int, str] = {}
         start = 0
         j = 0
         for chunk in self.store.iter_pool_ids(max(self.pool_chunk_size, 100_000)):
             end = start + len(chunk)
-            while j < positions.size and positions[j] < end:
-                ids.append(chunk[int(positions[j]) - start])
+            while j < wanted.size and wanted[j] < end:
+                found[int(wanted[j])] = chunk[int(wanted[j]) - start]
                 j += 1
             start = end
-            if j >= positions.size:
+            if j >= wanted.size:
                 break
-        return ids
+        return found
+
+    def _pool_sample(self, rng: np.random.Generator, count: int) -> list[str]:
+        """Ids of ``count`` pool items drawn uniformly (positions ``rng.permutation(n)[:count]``
+        in id order)."""
+        positions = np.sort(rng.permutation(self.store.count_pool())[:count])
+        found = self._pool_ids_at(positions)
+        return [found[int(p)] for p in positions if int(p) in found]
 
     def _streamable(self) -> bool:
         """Whether the strategy scores each item from its own probabilities only (then the pool
@@ -1041,26 +1048,18 @@ class Controller:
             streamed = self._select_streamed(iteration, k, current, rng)
             if streamed is not None:
                 return streamed
-        elif self.cold_start == "random" and self.store.count_pool() > self.pool_chunk_size:
-            n = self.store.count_pool()
+        elif self.cold_start == "random" and (n := self.store.count_pool()) > self.pool_chunk_size:
             order = rng.permutation(n)[:k]  # as below: the first k of a permutation, in order
-            by_pos = {int(pos): r for r, pos in enumerate(order)}
-            ranked: dict[int, str] = {}
-            start = 0
-            for chunk_ids in self.store.iter_pool_ids(max(self.pool_chunk_size, 100_000)):
-                for pos in range(start, start + len(chunk_ids)):
-                    if pos in by_pos:
-                        ranked[by_pos[pos]] = chunk_ids[pos - start]
-                start += len(chunk_ids)
+            found = self._pool_ids_at(order)
             return [
                 Query(
-                    item_id=ranked[r],
+                    item_id=found[int(pos)],
                     iteration=iteration,
                     score=0.0,
                     rank=r,
                     strategy="cold-start-random",
                 )
-                for r in range(len(order))
+                for r, pos in enumerate(order)
             ]
         pool = self.store.pool()
         if not pool:
@@ -1160,12 +1159,7 @@ class Controller:
         members = []
         with self.progress.task("committee", total=self.committee_size) as advance:
             for t in range(self.committee_size):
-                idx = np.concatenate(
-                    [
-                        boot.choice(np.flatnonzero(labels == c), size=int((labels == c).sum()))
-                        for c in np.unique(labels)
-                    ]
-                )
+                idx = class_bootstrap(labels, boot)
                 member = self.trainer.train(
                     [ts.texts[i] for i in idx],
                     [ts.labels[i] for i in idx],

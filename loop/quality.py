@@ -34,9 +34,10 @@ from typing import Any
 import numpy as np
 
 from loop.contracts import Store, Trainer
-from loop.errors import DataError
+from loop.errors import DataError, StoreError
 from loop.progress import SILENT, Progress
 from loop.records import LabelRequest
+from loop.resample import stratified_folds
 
 #: (labels as class indices (n,), out-of-fold probabilities (n, c)) -> suspect indices, most
 #: likely error first.
@@ -165,18 +166,6 @@ def pair_groups(n: int, pairs: Sequence[tuple[int, int, float]]) -> list[list[in
     return sorted((sorted(g) for g in groups.values() if len(g) > 1), key=lambda g: (-len(g), g[0]))
 
 
-def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """A fold number in ``[0, k)`` per item, each class dealt round-robin over the folds after
-    a seeded shuffle (every fold gets ``n_c // k`` or one more of class c)."""
-    rng = np.random.default_rng(seed)
-    folds = np.empty(labels.shape[0], dtype=np.intp)
-    for cls in np.unique(labels):
-        members = np.flatnonzero(labels == cls)
-        rng.shuffle(members)
-        folds[members] = (np.arange(members.size) + int(rng.integers(k))) % k
-    return folds
-
-
 def out_of_fold_proba(
     trainer: Trainer,
     texts: Sequence[str],
@@ -224,6 +213,7 @@ class _Items:
     texts: list[str]
     splits: list[str]
     label: dict[str, str]  # item id -> aggregated training label
+    ties: tuple[str, ...]  # items whose votes tie (left out of training)
 
 
 def _gather(store: Store) -> _Items:
@@ -234,6 +224,7 @@ def _gather(store: Store) -> _Items:
         texts=[it.text for it in items],
         splits=[it.split for it in items],
         label=dict(zip(ts.item_ids, ts.labels, strict=True)),
+        ties=ts.ties,
     )
 
 
@@ -293,14 +284,13 @@ def check_project(
         "two answers for one input; re-label them",
         [{**_example(g[0], ids, texts), "labels": given} for g, given in conflicts[:ex]],
     )
-    ts = store.training_set()
     findings["annotator-ties"] = Finding(
         "annotator-ties",
-        "warning" if ts.ties else "ok",
-        len(ts.ties),
-        f"{len(ts.ties)} item(s) whose annotators split evenly; left out of training until "
+        "warning" if data.ties else "ok",
+        len(data.ties),
+        f"{len(data.ties)} item(s) whose annotators split evenly; left out of training until "
         "another answer breaks the tie",
-        [_example(pos[i], ids, texts) for i in list(ts.ties)[:ex] if i in pos],
+        [_example(pos[i], ids, texts) for i in list(data.ties)[:ex] if i in pos],
     )
     timings["duplicates"] = time.perf_counter() - t0
 
@@ -612,8 +602,16 @@ def review_requests(
     by_item: dict[str, list[Any]] = defaultdict(list)
     for label in store.labels(ids):
         by_item[label.item_id].append(label)
-    known = {it.id for it in store.items()} if ids else set()
-    items = {it.id: it for it in store.get_items([i for i in ids if i in known])}
+    # an item with active labels exists (labels reference items); look up only the others
+    known = set(by_item)
+    for item_id in dict.fromkeys(ids):
+        if item_id not in known:
+            try:
+                store.get_items([item_id])
+                known.add(item_id)
+            except StoreError:
+                pass
+    items = {it.id: it for it in store.get_items([i for i in dict.fromkeys(ids) if i in known])}
     requests: list[LabelRequest] = []
     passed: list[tuple[str, str]] = []
     for s in found:

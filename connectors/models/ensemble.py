@@ -32,6 +32,7 @@ from connectors.models._common import (
 )
 from loop.errors import ConfigError, ModelError
 from loop.progress import SILENT, Progress
+from loop.resample import class_bootstrap, stratified_folds
 
 FORMAT = "alloop.ensemble/1"
 META_FILE = "ensemble.json"
@@ -43,10 +44,8 @@ def _member_dir(path: Path, i: int) -> Path:
 
 
 def bootstrap(labels: Sequence[str], rng: np.random.Generator) -> np.ndarray:
-    """Indices of a bootstrap sample drawn within each class (sizes kept per class)."""
-    y = np.asarray(labels)
-    out = [rng.choice(np.flatnonzero(y == c), size=int((y == c).sum())) for c in np.unique(y)]
-    return np.sort(np.concatenate(out))
+    """Indices of a bootstrap sample drawn within each class (sizes kept per class), sorted."""
+    return np.sort(class_bootstrap(labels, rng))
 
 
 class EnsembleClassifier:
@@ -128,17 +127,6 @@ def stack_predict(probas: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
-
-
-def _stratified_folds(labels: Sequence[str], k: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    y = np.asarray(labels)
-    folds = np.empty(y.shape[0], dtype=np.intp)
-    for c in np.unique(y):
-        members = np.flatnonzero(y == c)
-        rng.shuffle(members)
-        folds[members] = (np.arange(members.size) + int(rng.integers(k))) % k
-    return folds
 
 
 class _EnsembleBase:
@@ -269,7 +257,7 @@ class StackingTrainer(_EnsembleBase):
         oof = np.zeros((len(texts), len(self.bases), c))
         with progress.task("stacking", total=(k + 1) * len(self.bases)) as advance:
             if k >= 2:
-                fold = _stratified_folds(labels, k, seed)
+                fold = stratified_folds(labels, k, seed)
                 for f in range(k):
                     test, train = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
                     tr_labels = [labels[i] for i in train]
