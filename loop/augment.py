@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ import numpy as np
 from loop.contracts import Classifier, Trainer
 from loop.errors import ConfigError
 from loop.progress import SILENT, Progress
+from loop.wrapped import WrappedTrainer
 
 TECHNIQUES = ("synonym", "insert", "swap", "delete")
 _WORD = re.compile(r"^(\W*)([A-Za-z][A-Za-z'-]*)(\W*)$")
@@ -150,18 +150,16 @@ class Augmenter:
         return out
 
 
-class AugmentingTrainer:
+class AugmentingTrainer(WrappedTrainer):
     """A trainer that trains ``inner`` on every text plus its augmented copies. Everything
     else (name, load, the inner trainer's attributes such as its embedder) is the inner
     trainer's; ``config`` records the augmentation."""
 
-    def __init__(self, inner: Trainer, augmenter: Augmenter) -> None:
-        self.inner = inner
-        self.augmenter = augmenter
-        self.name = inner.name
+    config_key = "augment"
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    def __init__(self, inner: Trainer, augmenter: Augmenter) -> None:
+        super().__init__(inner)
+        self.augmenter = augmenter
 
     def train(
         self,
@@ -181,8 +179,5 @@ class AugmentingTrainer:
             all_texts, all_labels, classes=classes, seed=seed, progress=progress
         )
 
-    def load(self, path: Path) -> Classifier:
-        return self.inner.load(path)
-
-    def config(self) -> Mapping[str, Any]:
-        return {**dict(self.inner.config()), "augment": self.augmenter.config()}
+    def config_part(self) -> dict[str, Any]:
+        return self.augmenter.config()

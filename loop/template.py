@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import numpy as np
 from loop.contracts import Classifier, SamplingClassifier, Trainer
 from loop.errors import ConfigError
 from loop.progress import SILENT, Progress
+from loop.wrapped import WrappedTrainer
 
 PLAIN = "{text}"
 SIDE_FILE = "input.json"
@@ -86,18 +87,14 @@ class TemplatedClassifier:
         )
 
 
-class TemplateTrainer:
+class TemplateTrainer(WrappedTrainer):
     """Trains ``inner`` on templated texts; its classifiers score templated texts."""
 
-    def __init__(self, inner: Trainer, template: str) -> None:
-        self.inner = inner
-        self.template = check_template(template)
-        self.name = inner.name
+    config_key = "input_template"
 
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+    def __init__(self, inner: Trainer, template: str) -> None:
+        super().__init__(inner)
+        self.template = check_template(template)
 
     def train(
         self,
@@ -121,5 +118,5 @@ class TemplateTrainer:
         template = str(json.loads(side.read_text(encoding="utf-8"))["template"])
         return TemplatedClassifier(model, template)
 
-    def config(self) -> Mapping[str, Any]:
-        return {**dict(self.inner.config()), "input_template": self.template}
+    def config_part(self) -> str:
+        return self.template
