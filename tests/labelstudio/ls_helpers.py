@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from connectors.labelstudio.tool import LabelStudioTool
@@ -66,3 +70,32 @@ def annotate(
         id=task_id(tool, item_id), result=result, was_cancelled=cancelled
     )
     return int(ann.id)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def alloop_env(home: Path, cache_dir: Path, url: str, token: str, title: str, **extra: str) -> dict:
+    """The environment of an `alloop` command against the test session's Label Studio."""
+    return {
+        **os.environ,
+        "ALLOOP_HOME": str(home),
+        "ALLOOP_CACHE_DIR": str(cache_dir),
+        "ALLOOP_LABEL_STUDIO__URL": url,
+        "ALLOOP_LABEL_STUDIO__TOKEN": token,
+        "ALLOOP_LABEL_STUDIO__PROJECT_TITLE": title,
+        "COLUMNS": "200",
+        **extra,
+    }
+
+
+def alloop_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `alloop ARGS` as a user does (a subprocess in the repository root)."""
+    return subprocess.run(
+        [sys.executable, "-m", "loop.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )

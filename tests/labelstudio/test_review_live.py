@@ -5,9 +5,6 @@ an answer joins the item's labels as one more vote; nothing is sent twice."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -15,37 +12,17 @@ import pytest
 
 from connectors.labelstudio import server as lss
 from connectors.labelstudio.tool import KIND_FIELD, LabelStudioTool
-from tests.labelstudio.ls_helpers import annotate, tasks_of
+from tests.labelstudio.ls_helpers import alloop_cli, alloop_env, annotate, tasks_of
 from tests.models.models_testdata import NEGATIVE, POSITIVE
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
-
-
-def _alloop(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "loop.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=600,
-    )
 
 
 def test_review_sends_the_likeliest_errors_and_takes_the_answer_as_a_vote(
     tmp_path: Path, ls_server: lss.LocalLabelStudio, cache_dir: Path
 ) -> None:
     title = f"alloop-review-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "ALLOOP_HOME": str(tmp_path / "home"),
-        "ALLOOP_CACHE_DIR": str(cache_dir),
-        "ALLOOP_LABEL_STUDIO__URL": ls_server.url,
-        "ALLOOP_LABEL_STUDIO__TOKEN": ls_server.token,
-        "ALLOOP_LABEL_STUDIO__PROJECT_TITLE": title,
-        "COLUMNS": "200",
-    }
+    env = alloop_env(tmp_path / "home", cache_dir, ls_server.url, ls_server.token, title)
     rows = [(f"p{i}", t, "pos") for i, t in enumerate(POSITIVE)] + [
         (f"n{i}", t, "neg") for i, t in enumerate(NEGATIVE)
     ]
@@ -64,8 +41,8 @@ def test_review_sends_the_likeliest_errors_and_takes_the_answer_as_a_vote(
             for i, t, y in rows
         )
     )
-    assert _alloop(env, "ingest", str(f)).returncode == 0
-    r = _alloop(env, "check", "--review", "2", "--folds", "3", "--json")
+    assert alloop_cli(env, "ingest", str(f)).returncode == 0
+    r = alloop_cli(env, "check", "--review", "2", "--folds", "3", "--json")
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(r.stdout[: r.stdout.rindex("}") + 1])
     found = next(x for x in report["findings"] if x["check"] == "label-errors")
@@ -82,17 +59,17 @@ def test_review_sends_the_likeliest_errors_and_takes_the_answer_as_a_vote(
     # an unbiased second opinion: no class pre-selected, only the queue score
     assert all(p["result"] == [] for t in tasks for p in t["predictions"])
     # again: nothing new is sent for a task still waiting
-    r = _alloop(env, "check", "--review", "2", "--folds", "3")
+    r = alloop_cli(env, "check", "--review", "2", "--folds", "3")
     assert "0 review task(s) sent to Label Studio, 2 already there" in r.stdout, r.stdout
     # the reviewer answers the planted error with the true class: a 1-1 tie, out of training
     wrong = next(i for i in ranked[:2] if i in flipped)
     truth = dict((i, y) for i, _, y in rows)[wrong]
     annotate(tool, wrong, truth)
-    r = _alloop(env, "iterate")
+    r = alloop_cli(env, "iterate")
     assert r.returncode == 0, r.stderr[-2000:]
-    st = json.loads(_alloop(env, "status", "--json").stdout)
+    st = json.loads(alloop_cli(env, "status", "--json").stdout)
     assert st["ties_left_out"] == 1
-    r = _alloop(env, "check", "--review", "2", "--folds", "3", "--json")
+    r = alloop_cli(env, "check", "--review", "2", "--folds", "3", "--json")
     report = json.loads(r.stdout[: r.stdout.rindex("}") + 1])
     ties = next(x for x in report["findings"] if x["check"] == "annotator-ties")
     assert [e["item_id"] for e in ties["examples"]] == [wrong]

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -16,40 +13,27 @@ import pytest
 from connectors.labelstudio import server as lss
 from connectors.labelstudio.bot import AnnotatorBot
 from connectors.labelstudio.tool import LabelStudioTool
+from tests.labelstudio.ls_helpers import alloop_cli, alloop_env
 from tests.models.models_testdata import NEGATIVE, POSITIVE
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
-
-
-def _alloop(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "loop.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=600,
-    )
 
 
 def test_run_pushes_with_predictions_then_retrains_on_answers(
     tmp_path: Path, ls_server: lss.LocalLabelStudio, cache_dir: Path
 ) -> None:
     title = f"alloop-run-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "ALLOOP_HOME": str(tmp_path / "home"),
-        "ALLOOP_CACHE_DIR": str(cache_dir),
-        "ALLOOP_LABEL_STUDIO__URL": ls_server.url,
-        "ALLOOP_LABEL_STUDIO__TOKEN": ls_server.token,
-        "ALLOOP_LABEL_STUDIO__PROJECT_TITLE": title,
-        "ALLOOP_LABEL_STUDIO__POLL_SECONDS": "0.2",
-        "ALLOOP_BATCH_SIZE": "6",
-        "ALLOOP_MIN_NEW_LABELS": "6",
-        "ALLOOP_EVAL_SAMPLE_SIZE": "4",
-        "COLUMNS": "200",
-    }
+    env = alloop_env(
+        tmp_path / "home",
+        cache_dir,
+        ls_server.url,
+        ls_server.token,
+        title,
+        ALLOOP_LABEL_STUDIO__POLL_SECONDS="0.2",
+        ALLOOP_BATCH_SIZE="6",
+        ALLOOP_MIN_NEW_LABELS="6",
+        ALLOOP_EVAL_SAMPLE_SIZE="4",
+    )
     f = tmp_path / "items.csv"
     rows = [(f"p{i}", t, "pos") for i, t in enumerate(POSITIVE)] + [
         (f"n{i}", t, "neg") for i, t in enumerate(NEGATIVE)
@@ -66,9 +50,9 @@ def test_run_pushes_with_predictions_then_retrains_on_answers(
                 w.writerow([i, t, y, "train"])
             else:
                 w.writerow([i, t, "", "train"])
-    r = _alloop(env, "ingest", str(f))
+    r = alloop_cli(env, "ingest", str(f))
     assert r.returncode == 0, r.stderr
-    r = _alloop(env, "run", "--max-polls", "1")
+    r = alloop_cli(env, "run", "--max-polls", "1")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "iteration 1" in r.stdout and "trained v0001" in r.stdout and "sent 10" in r.stdout, (
         r.stdout
@@ -88,7 +72,7 @@ def test_run_pushes_with_predictions_then_retrains_on_answers(
         assert pred["model_version"].startswith("v0001")
         assert pred["result"][0]["value"]["choices"][0] in ("neg", "pos")
 
-    st = json.loads(_alloop(env, "status", "--json").stdout)
+    st = json.loads(alloop_cli(env, "status", "--json").stdout)
     assert (
         st["eval_sample"] == {"size": 4, "labeled": 0}
         and "NOT YET TRUSTWORTHY" in st["metrics_note"]
@@ -99,10 +83,10 @@ def test_run_pushes_with_predictions_then_retrains_on_answers(
     )
     report = bot.answer_pending()
     assert report.annotations == 10
-    r = _alloop(env, "iterate")
+    r = alloop_cli(env, "iterate")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "trained v0002" in r.stdout, r.stdout
-    st = json.loads(_alloop(env, "status", "--json").stdout)
+    st = json.loads(alloop_cli(env, "status", "--json").stdout)
     assert st["eval_sample"] == {"size": 4, "labeled": 4} and st["metrics_note"].startswith(
         "trustworthy"
     )
