@@ -222,6 +222,7 @@ def _inputs(n: int, classes: int, dim: int, members: int, labeled: int, seed: in
         "embeddings": emb,
         "labeled_embeddings": emb[lab_idx].copy(),
         "labels": rng.integers(0, classes, lab_idx.shape[0]),
+        "labeled_proba": proba[lab_idx].copy(),
     }
 
 

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 bash deploy/setup.sh
 VENV="${ALLOOP_VENV:-.venv}"
 STRATS=(margin entropy least-confidence density-margin power-margin cluster-margin badge coreset
-  class-balanced-margin balanced-cluster-margin bald vote-entropy)
+  class-balanced-margin balanced-cluster-margin bald vote-entropy contrastive)
 args=()
 for s in "${STRATS[@]}"; do args+=(--strategy "$s"); done
 for d in ${DATASETS:-sms-spam reuters-r52 bbc-news rotten-tomatoes}; do

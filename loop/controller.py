@@ -691,9 +691,27 @@ class Controller:
         revision = self.store.label_revision()
         ts = self.store.training_set()
         seed = self.seed + revision
+        kwargs: dict[str, Any] = {}
+        extra: dict[str, Any] = {"seed": seed}
+        if getattr(slow, "warm_start", False):
+            # the lane's newest version, promoted or not: its tuning is what goes on
+            mine = [mv for mv in self.store.model_versions() if mv.trainer == slow.name]
+            last = mine[-1] if mine else None  # oldest first
+            if (
+                last is not None
+                and Path(last.path).is_dir()
+                and _same_start(last.config, slow.config())
+            ):
+                kwargs["previous"] = Path(last.path)
+            extra["warm_start_from"] = last.id if kwargs and last is not None else None
         t0 = time.perf_counter()
         clf = slow.train(
-            list(ts.texts), list(ts.labels), classes=self.classes, seed=seed, progress=progress
+            list(ts.texts),
+            list(ts.labels),
+            classes=self.classes,
+            seed=seed,
+            progress=progress,
+            **kwargs,
         )
         metrics: dict[str, Any] = {"train_seconds": round(time.perf_counter() - t0, 3)}
         if isinstance(clf, EmbeddingClassifier):  # fills its embedding cache
@@ -712,7 +730,7 @@ class Controller:
             n_labels=len(ts),
             rule="not-worse",
             metrics=metrics,
-            extra={"seed": seed},
+            extra=extra,
             ties=len(ts.ties),
             agreement=ts.agreement,
             lane="slow",
@@ -1125,12 +1143,14 @@ class Controller:
             got["proba"] = clf.predict_proba(texts, progress=self.progress)
         if "proba_samples" in needs:
             got["proba_samples"] = self._proba_samples(texts, clf, rng)
-        if needs & {"labeled_embeddings", "labels"}:
+        if needs & {"labeled_embeddings", "labels", "labeled_proba"}:
             ts = self.store.training_set()
         if "embeddings" in needs:
             got["embeddings"] = self._embed(texts, clf)
         if "labeled_embeddings" in needs:
             got["labeled_embeddings"] = self._embed(list(ts.texts), clf)
+        if "labeled_proba" in needs:
+            got["labeled_proba"] = clf.predict_proba(list(ts.texts), progress=self.progress)
         if "labels" in needs:
             index = {c: j for j, c in enumerate(self.classes)}
             got["labels"] = np.array([index[y] for y in ts.labels], dtype=np.intp)

@@ -141,6 +141,9 @@ class SetFitSettings(BaseModel):
         0, ge=0, description="top transformer layers tuned (0 = all); token embeddings stay frozen"
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when present")
+    init: Literal["base", "previous"] = Field(
+        "base", description="previous: go on tuning from the last setfit model's encoder"
+    )
 
 
 class LabelStudioSettings(BaseModel):

@@ -6,8 +6,9 @@ exactly that; it either *scores* items (``score(inputs, rng) -> (n,)``, then the
 (indices, scores | None)``), for strategies whose picks depend on each other (diversity).
 
 Shapes: ``proba (n, C)``, ``proba_samples (n, T, C)`` (T committee members or MC-dropout
-passes), ``embeddings (n, d)`` of the pool (L2-normalised rows), ``labeled_embeddings (m, d)``
-and ``labels (m,)`` (class indices) of the training set. Pure numpy (scikit-learn's k-means for
+passes), ``embeddings (n, d)`` of the pool (L2-normalised rows), ``labeled_embeddings (m, d)``,
+``labels (m,)`` (class indices) and ``labeled_proba (m, C)`` (the model's probabilities) of the
+training set. Pure numpy (scikit-learn's k-means for
 the clustered ones): no model calls, no I/O.
 """
 
@@ -22,7 +23,9 @@ from strategies.measures import margin, require_generator, validate_proba
 from strategies.selection import _as_embeddings, _positive_int, top_k
 
 #: What a strategy may ask for.
-INPUTS = frozenset({"proba", "proba_samples", "embeddings", "labeled_embeddings", "labels"})
+INPUTS = frozenset(
+    {"proba", "proba_samples", "embeddings", "labeled_embeddings", "labels", "labeled_proba"}
+)
 _CHUNK = 4096
 _EPS = 1e-12
 #: The pairwise work (candidates x picks) the greedy batch strategies (core-set, BADGE) do at
@@ -61,6 +64,7 @@ class SelectionInputs:
     embeddings: np.ndarray | None = None
     labeled_embeddings: np.ndarray | None = None
     labels: np.ndarray | None = None
+    labeled_proba: np.ndarray | None = None  # the current model's probabilities on the labels
     size: int | None = None  # the number of pool items (a strategy may need nothing else)
 
     def need(self, name: str, who: str) -> np.ndarray:
@@ -162,6 +166,68 @@ def density_margin(
     centre = emb.mean(axis=0)
     density = np.clip((emb @ centre + 1.0) / 2.0, 0.0, 1.0)
     return unc * density**beta
+
+
+def contrastive(
+    inputs: SelectionInputs, k: int, rng: np.random.Generator, neighbours: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """Contrastive active learning (CAL): the items whose prediction differs most from the
+    model's predictions on their nearest labeled neighbours, ``mean_j KL(p(x_j) || p(x))``
+    over the ``neighbours`` labeled items most similar to ``x`` (cosine). Margatina et al.,
+    "Active learning by acquiring contrastive examples", EMNLP 2021. An item that looks like
+    labeled items but is predicted otherwise sits on a boundary the labels have not settled;
+    an item that is merely ambiguous everywhere (a noisy, mixed review) does not stand out.
+    O(n m d); over :data:`WORK_CAP` pairs (pool x labeled) it scores the most uncertain
+    :func:`candidate_count` items by margin only. Without labeled items: margin."""
+    generator = require_generator(rng, "contrastive")
+    count = _positive_int(k, "contrastive: k")
+    proba = inputs.need("proba", "contrastive")
+    validate_proba(proba)
+    unc = margin(proba)
+    n = proba.shape[0]
+    emb = _as_embeddings(inputs.need("embeddings", "contrastive"))
+    lab = inputs.need("labeled_embeddings", "contrastive")
+    lab_p = inputs.need("labeled_proba", "contrastive")
+    if n == 0:
+        return np.empty(0, dtype=np.intp), np.empty(0)
+    if lab.shape[0] == 0:
+        return top_k(unc, count, generator), unc
+    lab = _as_embeddings(lab)
+    if lab_p.shape != (lab.shape[0], proba.shape[1]) or emb.shape[0] != n:
+        raise StrategyInputError(
+            "contrastive: inputs",
+            expected=f"labeled_proba of shape ({lab.shape[0]}, {proba.shape[1]}) and "
+            f"{n} pool embeddings",
+            found=f"labeled_proba {lab_p.shape}, embeddings {emb.shape}",
+            fix="pass the model's probabilities on the labeled items and the pool's embeddings",
+        )
+    validate_proba(lab_p)
+    lab_p = lab_p.astype(np.float64, copy=False)
+    neg_h = -_entropy(lab_p)  # sum_c p log p of each labeled item
+    cand = None
+    if n * lab.shape[0] > WORK_CAP * 10:
+        cand = _candidates(n, count, generator, unc)
+    rows = np.arange(n) if cand is None else cand
+    knn = min(int(neighbours), lab.shape[0])
+    kl = np.empty(rows.shape[0], dtype=np.float64)
+    step = max(64, min(_CHUNK, 4_000_000 // lab.shape[0]))  # (step, m) blocks, ~48 MB
+    for a in range(0, rows.shape[0], step):
+        r = rows[a : a + step]
+        sim = emb[r] @ lab.T
+        nn = np.argpartition(-sim, knn - 1, axis=1)[:, :knn] if knn < lab.shape[0] else None
+        logp = np.log(np.clip(proba[r].astype(np.float64), _EPS, 1.0))
+        cross = lab_p @ logp.T  # (m, b): sum_c p_j log p_i
+        if nn is None:
+            kl[a : a + step] = (neg_h[:, None] - cross).mean(axis=0)
+        else:
+            picked = np.take_along_axis(cross.T, nn, axis=1)
+            kl[a : a + step] = (neg_h[nn] - picked).mean(axis=1)
+    kl = np.maximum(kl, 0.0)
+    if cand is None:
+        return top_k(kl, count, generator), kl
+    scores = np.zeros(n, dtype=np.float64)
+    scores[cand] = kl + _EPS  # the candidates rank above the rest
+    return cand[top_k(kl, count, generator)], scores
 
 
 # -- stochastic batch acquisition ----------------------------------------------------------

@@ -152,6 +152,14 @@ def _build() -> Mapping[str, Strategy]:
             score=batch.density_margin,
         ),
         Strategy(
+            "contrastive",
+            None,
+            "KL of the prediction from its labeled neighbours' (CAL)",
+            needs=frozenset({P, E, L, "labeled_proba"}),
+            paper="Margatina et al. 2021",
+            select=batch.contrastive,
+        ),
+        Strategy(
             "power-margin",
             None,
             "k drawn with probability ~ margin (stochastic batch)",

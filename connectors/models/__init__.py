@@ -89,6 +89,7 @@ _PARAMS: Mapping[str, tuple[str, ...]] = {
         "embed_batch_size",
         "tune_layers",
         "device",
+        "init",
     ),
     # the rungs' own settings come as nested mappings: tfidf_lr={...}, embed_lr={...}, finetune={...}
     "ladder": (

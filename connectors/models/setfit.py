@@ -55,6 +55,8 @@ FORMAT = "alloop.setfit/1"
 META_FILE = "setfit.json"
 ENCODER_DIR = "encoder"
 HEAD_DIR = "head"
+#: where contrastive tuning starts: the shipped encoder, or the previous setfit model's
+INITS = ("base", "previous")
 
 
 def resolve_device(device: str) -> str:
@@ -199,6 +201,7 @@ class SetFitTrainer:
         embed_batch_size: int = 64,
         tune_layers: int = 0,
         device: str = "auto",
+        init: str = "base",
     ):
         check_positive(
             pairs_per_text=pairs_per_text,
@@ -225,6 +228,13 @@ class SetFitTrainer:
             raise ModelError(
                 f"expected 0 <= warmup_ratio < 1, found {warmup_ratio}.", "use e.g. 0.1."
             )
+        if init not in INITS:
+            raise ModelError(
+                f"expected setfit.init to be one of {', '.join(INITS)}, found {init!r}.",
+                "use 'base' (tune the shipped encoder each time) or 'previous' (go on from the "
+                "last setfit model's tuned encoder).",
+            )
+        self.init = init
         self.model_path = resolve_model_path(model_path)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.pairs_per_text = int(pairs_per_text)
@@ -258,7 +268,13 @@ class SetFitTrainer:
             "max_iter": self.max_iter,
             "tune_layers": self.tune_layers,
             "device": self.device,
+            "init": self.init,
         }
+
+    @property
+    def warm_start(self) -> bool:
+        """True when :meth:`train` wants the previous setfit model (``init='previous'``)."""
+        return self.init == "previous"
 
     def planned_steps(self, n_labels: int) -> int:
         """Optimizer steps for ``n_labels`` labels before the time budget: every pair once,
@@ -268,6 +284,20 @@ class SetFitTrainer:
 
     def _load_base(self, device: str) -> tuple[Any, Any]:
         tokenizer, model = load_encoder(self.model_path, BASE_FIX)
+        return tokenizer, model.to(device)
+
+    def _load_previous(self, folder: Path, device: str) -> tuple[Any, Any]:
+        meta = read_json(folder / META_FILE, "previous setfit model")
+        if meta.get("format") != FORMAT:
+            raise ModelError(
+                f"expected an {FORMAT} model to start from in {folder}, found format "
+                f"{meta.get('format')!r}.",
+                "set setfit.init = 'base', or retrain the previous version with setfit.",
+            )
+        tokenizer, model = load_encoder(
+            folder / ENCODER_DIR,
+            "the previous setfit model is damaged: set setfit.init = 'base' or restore it.",
+        )
         return tokenizer, model.to(device)
 
     def _freeze(self, model: Any) -> int:
@@ -297,7 +327,11 @@ class SetFitTrainer:
         classes: Sequence[str],
         seed: int,
         progress: Progress = SILENT,
+        previous: Path | None = None,
     ) -> SetFitClassifier:
+        """Tune the encoder on pairs of the labels, then fit the head. ``previous``: the folder
+        of an earlier setfit model; with ``init='previous'`` tuning goes on from its encoder
+        (the same steps per retrain then add up over the loop's retrains), else it is ignored."""
         texts, labels, classes, present = check_training_input(texts, labels, classes)
         t0 = time.perf_counter()
         device = resolve_device(self.device)
@@ -307,7 +341,12 @@ class SetFitTrainer:
         y = np.array([index[lab] for lab in labels], dtype=np.int64)
         pairs = make_pairs(y, self.pairs_per_text, rng)
         planned = self.planned_steps(len(texts))
-        tokenizer, model = self._load_base(device)
+        origin = "base"
+        if self.init == "previous" and previous is not None:
+            tokenizer, model = self._load_previous(Path(previous), device)
+            origin = "previous"
+        else:
+            tokenizer, model = self._load_base(device)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         ids = _batching.tokenize(tokenizer, texts, self.max_length)
         trainable = self._freeze(model)
@@ -368,6 +407,7 @@ class SetFitTrainer:
             "train_accuracy": head.info.get("train_accuracy"),
             "device": device,
             "seed": seed,
+            "start": origin,
         }
         return SetFitClassifier(head, encoder, info)
 

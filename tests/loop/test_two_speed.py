@@ -217,3 +217,33 @@ def test_current_batch_is_the_newest_batch_a_model_picked() -> None:
         "trainer": "embed-lr",
     }
     assert current_batch(its[:1]) is None
+
+
+class WarmSlow(SlowBow):
+    """Records the ``previous`` folder each training got (a warm-starting slow trainer)."""
+
+    name = "fake-slow-warm"
+    warm_start = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.previous: list[Path | None] = []
+
+    def train(self, texts, labels, *, classes, seed, progress=None, previous=None):  # type: ignore[no-untyped-def]
+        self.previous.append(previous)
+        return super().train(texts, labels, classes=classes, seed=seed)
+
+
+def test_a_warm_starting_slow_lane_goes_on_from_its_newest_version(make) -> None:  # type: ignore[no-untyped-def]
+    store, build = make
+    slow = WarmSlow()
+    ctrl = build(Reversed(), slow)
+    ctrl.run_iteration()
+    ctrl.run_iteration()
+    first = ctrl.train_slow()
+    assert slow.previous == [None] and first.config["warm_start_from"] is None
+    ctrl.run_iteration()  # 5 more labels arrive: the fast lane retrains
+    second = ctrl.train_slow()
+    # from the slow lane's own newest version, not from the fast lane's model
+    assert slow.previous[-1] == Path(first.path)
+    assert second.config["warm_start_from"] == first.id

@@ -98,3 +98,27 @@ def test_token_embeddings_stay_frozen_and_tune_layers_freezes_the_lower_layers()
     )
     with pytest.raises(ModelError, match="tune_layers >= 0"):
         SetFitTrainer(tune_layers=-1)
+
+
+def test_init_previous_goes_on_from_the_previous_tuned_encoder(tmp_path: Path) -> None:
+    texts, labels = sentiment_set(8)
+    kw = dict(cache_dir=None, max_steps=2, min_steps=0, max_length=32, device="cpu")
+    first = SetFitTrainer(**kw).train(texts, labels, classes=("pos", "neg"), seed=0)
+    first.save(tmp_path / "v1")
+    warm = SetFitTrainer(**kw, init="previous")
+    assert warm.warm_start and not SetFitTrainer(**kw).warm_start
+    assert warm.config()["init"] == "previous"
+    # tuning went on from v1's weights: the same seed and steps from the base give other weights
+    cont = warm.train(texts, labels, classes=("pos", "neg"), seed=1, previous=tmp_path / "v1")
+    fresh = SetFitTrainer(**kw).train(texts, labels, classes=("pos", "neg"), seed=1)
+    assert cont.info["start"] == "previous" and fresh.info["start"] == "base"
+    assert cont.encoder.fingerprint not in (first.encoder.fingerprint, fresh.encoder.fingerprint)
+    # without a previous model a warm-starting trainer starts from the base encoder
+    same = warm.train(texts, labels, classes=("pos", "neg"), seed=1)
+    assert same.info["start"] == "base" and same.encoder.fingerprint == fresh.encoder.fingerprint
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "setfit.json").write_text('{"format": "alloop.embed-lr/1"}')
+    with pytest.raises(ModelError, match="to start from"):
+        warm.train(texts, labels, classes=("pos", "neg"), seed=1, previous=tmp_path / "bad")
+    with pytest.raises(ModelError, match="setfit.init"):
+        SetFitTrainer(init="last")

@@ -22,6 +22,7 @@ def test_available_lists_canonical_names_in_order() -> None:
         "coreset",
         "class-balanced-margin",
         "balanced-cluster-margin",
+        "contrastive",
     } <= set(available())
 
 

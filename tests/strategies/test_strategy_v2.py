@@ -29,6 +29,7 @@ def _inputs(
         embeddings=emb,
         labeled_embeddings=lab,
         labels=rng.integers(0, c, size=m),
+        labeled_proba=rng.dirichlet(np.ones(c), size=m),
     )
 
 
@@ -67,6 +68,7 @@ def test_empty_pool() -> None:
             embeddings=np.empty((0, 8), dtype=np.float32),
             labeled_embeddings=np.empty((0, 8), dtype=np.float32),
             labels=np.empty(0, dtype=np.intp),
+            labeled_proba=np.empty((0, 3)),
         )
         idx, _ = strategy.choose(inputs, 5, np.random.default_rng(0))
         assert idx.shape == (0,), strategy.name
@@ -223,3 +225,76 @@ def test_greedy_strategies_choose_among_candidates_over_the_work_cap(monkeypatch
     assert g[idx].min() >= np.sort(g)[-250]  # only the 250 longest gradients compete
     picks = strategies.typiclust(emb, 5, np.random.default_rng(2))
     assert len(set(picks.tolist())) == 5 and picks.max() < n
+
+
+# -- contrastive (CAL) --------------------------------------------------------------------
+def _cal_case() -> SelectionInputs:
+    # two labeled regions (x axis: predicted class 0 confidently, y axis: class 1)
+    lab = np.array([[1, 0, 0], [0.99, 0.14, 0], [0, 1, 0], [0.14, 0.99, 0]], dtype=np.float32)
+    lab /= np.linalg.norm(lab, axis=1, keepdims=True)
+    lab_p = np.array([[0.95, 0.05], [0.9, 0.1], [0.05, 0.95], [0.1, 0.9]])
+    emb = np.array(
+        [
+            [1, 0.05, 0],  # looks like the class-0 labels, predicted class 1: contrastive
+            [0.05, 1, 0],  # looks like the class-1 labels, predicted class 1: agrees
+            [0.7, 0.7, 0],  # between the two, predicted 50/50
+            [0, 0, 1],  # far from everything, predicted 50/50
+        ],
+        dtype=np.float32,
+    )
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    proba = np.array([[0.2, 0.8], [0.1, 0.9], [0.5, 0.5], [0.5, 0.5]])
+    return SelectionInputs(proba=proba, embeddings=emb, labeled_embeddings=lab, labeled_proba=lab_p)
+
+
+def test_contrastive_asks_where_the_prediction_contradicts_the_labeled_neighbours() -> None:
+    inputs = _cal_case()
+    idx, scores = b.contrastive(inputs, 4, np.random.default_rng(0), neighbours=2)
+    assert idx[0] == 0 and scores is not None
+    assert scores[1] < scores[2] < scores[0]  # agreeing neighbours score lowest
+    # by hand: item 0's two nearest labeled are the class-0 ones
+    p = inputs.proba[0]
+    want = np.mean([np.sum(q * np.log(q / p)) for q in inputs.labeled_proba[:2]])
+    assert scores[0] == pytest.approx(want)
+    # with every labeled item as a neighbour, the score is the mean KL over all of them
+    _, all_scores = b.contrastive(inputs, 1, np.random.default_rng(0), neighbours=99)
+    want = np.mean([np.sum(q * np.log(q / p)) for q in inputs.labeled_proba])
+    assert all_scores[0] == pytest.approx(want)
+
+
+def test_contrastive_without_labels_is_margin_and_checks_shapes() -> None:
+    inputs = _cal_case()
+    none = SelectionInputs(
+        proba=inputs.proba,
+        embeddings=inputs.embeddings,
+        labeled_embeddings=np.empty((0, 3), dtype=np.float32),
+        labeled_proba=np.empty((0, 2)),
+    )
+    idx, scores = b.contrastive(none, 2, np.random.default_rng(0))
+    assert set(idx.tolist()) == {2, 3} and scores is not None
+    bad = SelectionInputs(
+        proba=inputs.proba,
+        embeddings=inputs.embeddings,
+        labeled_embeddings=inputs.labeled_embeddings,
+        labeled_proba=np.full((4, 3), 1 / 3),
+    )
+    with pytest.raises(StrategyInputError, match="labeled_proba of shape"):
+        b.contrastive(bad, 2, np.random.default_rng(0))
+
+
+def test_contrastive_over_the_work_cap_scores_the_most_uncertain_candidates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    full = _inputs(n=400, m=30, seed=4)
+    exact_idx, exact = b.contrastive(full, 5, np.random.default_rng(1))
+    monkeypatch.setattr(b, "WORK_CAP", 100)  # 400 x 30 pairs > 10 x cap
+    monkeypatch.setattr(b, "MIN_CANDIDATES", 50)
+    idx, scores = b.contrastive(full, 5, np.random.default_rng(1))
+    unc = b.margin(full.proba)
+    cand = np.flatnonzero(scores > 0)
+    assert cand.shape == (50,) and set(idx.tolist()) <= set(cand.tolist())
+    assert unc[cand].min() >= np.sort(unc)[-50] - 1e-12  # the 50 most uncertain
+    # inside the candidates the order is the full computation's
+    best = cand[np.argsort(-exact[cand], kind="stable")[:5]]
+    assert set(idx.tolist()) == set(best.tolist())
+    assert exact_idx.shape == (5,)
