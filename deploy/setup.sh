@@ -37,3 +37,15 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 else
   echo "setup: $VENV is up to date"
 fi
+
+# The browser tests and `alloop screenshot` drive the system's Chromium (Debian's package; no
+# browser build is downloaded). Installed here when missing and we may (root with apt-get).
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing Debian's chromium for the browser tests (once)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  else
+    echo "setup: no chromium: install it (apt-get install chromium) for the browser tests and screenshots" >&2
+  fi
+fi

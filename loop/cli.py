@@ -1019,6 +1019,77 @@ def show_config(config: ConfigOpt = None, home: HomeOpt = None) -> None:
     out.print_json(json.dumps(d))
 
 
+# -- the people's page: a report to send, and screenshots ---------------------------------
+@app.command()
+def report(
+    out_path: Annotated[
+        Path, typer.Option("--out", help="the HTML file to write (one file, plots inline)")
+    ] = Path("alloop-report.html"),
+    from_summary: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-summary", help="report a simulation's summary.json instead of the project"
+        ),
+    ] = None,
+    screenshot: Annotated[
+        Path | None,
+        typer.Option("--screenshot", help="also a PNG of the report (system Chromium)"),
+    ] = None,
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """One self-contained HTML file to open or mail: the project (labels, learning curve and
+    forecast, stopping criteria, model versions with per-class metrics, iterations, data
+    check), or with --from-summary a simulation (strategies side by side, curves, stopping,
+    forecast). Nothing in it is fetched from elsewhere."""
+    from loop.curve import load_summary
+    from loop.dashboard import (
+        project_view,
+        render_project_report,
+        render_simulation_report,
+        simulation_view,
+    )
+
+    if from_summary is not None:
+        html = render_simulation_report(simulation_view(load_summary(from_summary)))
+        what = f"simulation {from_summary}"
+    else:
+        from loop.wiring import open_store
+
+        s = _settings(config, home)
+        store = open_store(s)
+        try:
+            html = render_project_report(project_view(store))
+        finally:
+            store.close()
+        what = f"project in {_redact(s.db_url)}"
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(out_path)
+    out.print(f"wrote {out_path} ({len(html.encode()):,} bytes): the {what}")
+    if screenshot is not None:
+        from connectors.browser import screenshot as shoot
+
+        out.print(f"wrote {shoot(out_path, screenshot)}")
+
+
+@app.command("screenshot")
+def screenshot_cmd(
+    target: Annotated[str, typer.Argument(help="a URL (e.g. the dashboard) or an HTML file")],
+    out_path: Annotated[Path, typer.Option("--out", help="the PNG to write")] = Path(
+        "alloop-page.png"
+    ),
+    width: Annotated[int, typer.Option(help="window width in CSS pixels")] = 1280,
+    height: Annotated[int, typer.Option(help="window height in CSS pixels")] = 1600,
+) -> None:
+    """A PNG of a page (the dashboard of `alloop serve`, a report) by headless Chromium."""
+    from connectors.browser import screenshot as shoot
+
+    out.print(f"wrote {shoot(target, out_path, width=width, height=height)}")
+
+
 # -- curve: is more data worth it? ------------------------------------------------------
 @app.command()
 def curve(

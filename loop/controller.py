@@ -39,7 +39,7 @@ from loop.contracts import (
     Trainer,
 )
 from loop.errors import ConfigError, ModelError, StrategyError
-from loop.metrics import accuracy, macro_f1
+from loop.metrics import accuracy, macro_f1, per_class
 from loop.progress import SILENT, Progress
 from loop.records import Item, LabelRequest, LabelWriteResult, ModelVersion, Query
 from loop.resample import class_bootstrap
@@ -104,9 +104,10 @@ def evaluate(
     labels: Sequence[str],
     prefix: str,
     progress: Progress = SILENT,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Accuracy and macro-F1 of ``classifier`` on labeled texts, keys ``<prefix>_accuracy``,
-    ``<prefix>_macro_f1``, ``<prefix>_n``. Empty input gives only ``<prefix>_n = 0``."""
+    ``<prefix>_macro_f1``, ``<prefix>_n``, and ``<prefix>_per_class`` (precision, recall, F1,
+    support of each class). Empty input gives only ``<prefix>_n = 0``."""
     if not texts:
         return {f"{prefix}_n": 0}
     proba = classifier.predict_proba(list(texts), progress=progress)
@@ -115,6 +116,7 @@ def evaluate(
         f"{prefix}_accuracy": accuracy(labels, pred),
         f"{prefix}_macro_f1": macro_f1(labels, pred, classifier.classes),
         f"{prefix}_n": len(texts),
+        f"{prefix}_per_class": per_class(labels, pred, classifier.classes),
     }
 
 

@@ -33,6 +33,27 @@ def macro_f1(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str
     return float(np.mean(f1s)) if f1s else float("nan")
 
 
+def per_class(
+    y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]
+) -> dict[str, dict[str, float | int]]:
+    """Precision, recall, F1 and support (items of the class in ``y_true``) of every class in
+    ``classes``; a ratio with nothing to divide by is 0 (as scikit-learn's zero_division=0)."""
+    t = np.asarray(y_true, dtype=object)
+    p = np.asarray(y_pred, dtype=object)
+    out: dict[str, dict[str, float | int]] = {}
+    for c in classes:
+        tp = int(np.sum((t == c) & (p == c)))
+        fp = int(np.sum((t != c) & (p == c)))
+        fn = int(np.sum((t == c) & (p != c)))
+        out[str(c)] = {
+            "precision": tp / (tp + fp) if tp + fp else 0.0,
+            "recall": tp / (tp + fn) if tp + fn else 0.0,
+            "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
+            "support": tp + fn,
+        }
+    return out
+
+
 def normalised_auc(x: Sequence[float], y: Sequence[float]) -> float:
     """Area under the curve ``y(x)`` (trapezoids) divided by the x range: the mean height, in
     the units of ``y``. A single point returns its height."""

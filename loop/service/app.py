@@ -25,7 +25,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, Field
@@ -42,6 +42,18 @@ from loop.service.errors import (
 from loop.service.mlbackend import ml_backend_router
 from loop.service.status import iteration_info, learning_curve, model_info
 from loop.text import escape_forbidden
+
+#: the page runs only its own inline script and loads nothing from elsewhere
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'; form-action 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 
 log = logging.getLogger("alloop.service.http")
 
@@ -335,6 +347,33 @@ def create_app(service: LoopService) -> FastAPI:
         except (UnknownItemError, DataError) as err:
             raise HTTPException(status_code=422, detail=str(err)) from None
         return WebhookOut(**result.as_dict())
+
+    # -- the people's page --------------------------------------------------------------------
+    def _view() -> dict[str, Any]:
+        from loop.dashboard import project_view
+
+        tool = service.tool
+        url, pid = getattr(tool, "url", None), getattr(tool, "project_id", None)
+        link = f"{url}/projects/{pid}/data" if url and pid else None
+        return project_view(service.store, status=service.status(), labeling_url=link)
+
+    @app.get("/", response_class=HTMLResponse, tags=["page"], responses=error_responses(503))
+    def dashboard() -> HTMLResponse:
+        """The dashboard (read-only; promote and roll back send the API token typed into it)."""
+        from loop.dashboard import render_dashboard
+
+        return HTMLResponse(render_dashboard(_view()), headers=_PAGE_HEADERS)
+
+    @app.get("/dashboard", include_in_schema=False)
+    def dashboard_alias() -> RedirectResponse:
+        return RedirectResponse("/", status_code=307)
+
+    @app.get("/ui/main", response_class=HTMLResponse, tags=["page"], responses=error_responses(503))
+    def dashboard_main() -> HTMLResponse:
+        """The dashboard's main part, which the page fetches to refresh itself."""
+        from loop.dashboard import render_dashboard
+
+        return HTMLResponse(render_dashboard(_view(), fragment=True), headers=_PAGE_HEADERS)
 
     # -- read API ----------------------------------------------------------------------------
     @app.get("/api/status", tags=["read"], responses=error_responses(503))
