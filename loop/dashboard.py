@@ -378,6 +378,11 @@ def simulation_view(summary: Mapping[str, Any]) -> dict[str, Any]:
             }
         )
     best = max(rows, key=lambda r: r["auc"])["name"]
+    classes = [str(c) for c in summary.get("classes") or []]
+    per_class = [
+        (c, [(s.get("final_per_class") or {}).get(c, {}).get("f1") for s in strategies.values()])
+        for c in classes
+    ]
     ref = "random" if "random" in strategies else next(iter(strategies))
     points, _ = summary_points(summary, ref)
     fc = forecast(points, n_boot=200, seed=0).to_dict() if len(points) >= 4 else None
@@ -392,6 +397,7 @@ def simulation_view(summary: Mapping[str, Any]) -> dict[str, Any]:
         ),
         "forecast": fc,
         "forecast_of": ref,
+        "per_class": per_class if any(v is not None for _, f1 in per_class for v in f1) else [],
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
     }
 

@@ -165,6 +165,7 @@ def run_simulation(
                         "select_seconds": [],  # per point: the selection after that model
                         "train_seconds": [],  # per point: the retrain that made that model
                     }
+                    final_per_class = None
                     while True:
                         k = min(config.step, config.budget - asked)
                         rep = ctrl.run_iteration(k=k)
@@ -178,13 +179,19 @@ def run_simulation(
                             curve["stopping"].append(_fired(rep.stopping))
                             curve["select_seconds"].append(rep.timings.get("select", 0.0))
                             curve["train_seconds"].append(rep.metrics.get("train_seconds", 0.0))
+                            final_per_class = rep.metrics.get("test_per_class")
                         asked += rep.selected
                         if k == 0 or rep.selected == 0:
                             break
                 finally:
                     store.close()
                 per[name].append(
-                    {"seed": seed, **curve, "seconds": round(time.perf_counter() - t0, 2)}
+                    {
+                        "seed": seed,
+                        **curve,
+                        "final_per_class": final_per_class,
+                        "seconds": round(time.perf_counter() - t0, 2),
+                    }
                 )
             if config.full_reference:
                 clf = trainer.train(
@@ -234,10 +241,25 @@ def run_simulation(
                 np.mean([r["train_seconds"][-1] for r in runs if r.get("train_seconds")] or [0.0])
             ),
             "full_data_accuracy": full["mean"] if full else None,
+            "final_per_class": _mean_per_class(runs),
             "stopping": stopping_summary(runs, config.budget),
             "per_seed": runs,
         }
     return summary
+
+
+def _mean_per_class(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]] | None:
+    """Precision, recall and F1 of each class at the last point, averaged over the runs."""
+    found = [r["final_per_class"] for r in runs if r.get("final_per_class")]
+    if not found:
+        return None
+    return {
+        c: {
+            k: float(np.mean([f[c][k] for f in found if c in f]))
+            for k in ("precision", "recall", "f1", "support")
+        }
+        for c in found[0]
+    }
 
 
 def curve_stats(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -56,6 +56,13 @@ def test_simulation_summary_curves_and_files(tmp_path: Path) -> None:
             np.mean([r["accuracy"][-1] for r in s["per_seed"]])
         )
         assert min(s["accuracy"]) - 1e-9 <= s["auc"] <= max(s["accuracy"]) + 1e-9
+        # per class at the last point, averaged over the seeds; supports add up to the test split
+        pc = s["final_per_class"]
+        assert set(pc) == set(classes)
+        assert sum(c["support"] for c in pc.values()) == pytest.approx(summary["test_size"])
+        assert pc[classes[0]]["f1"] == pytest.approx(
+            np.mean([r["final_per_class"][classes[0]]["f1"] for r in s["per_seed"]])
+        )
     assert 0.5 < summary["full_data_accuracy"]["mean"] <= 1.0
     # same seed -> every strategy starts from the same cold-start batch (so the first point matches)
     for seed in range(2):

@@ -122,6 +122,10 @@ def _summary() -> dict:
             "final_macro_f1": float(a[:, -1].mean()) - 0.01,
             "select_seconds": 0.01,
             "train_seconds": 0.02,
+            "final_per_class": {
+                c: {"precision": 0.8, "recall": 0.7, "f1": f1, "support": 100}
+                for c, f1 in (("a", float(a[:, -1].mean()) - 0.02), ("b", 0.75))
+            },
             "stopping": {
                 "plateau": {
                     "fired_at_labels": [150, None],
@@ -162,6 +166,9 @@ def test_the_simulation_report_puts_the_strategies_side_by_side(tmp_path: Path) 
     assert html.count('class="series"') == 2 and html.count('class="point"') == 8
     assert f'data-auc="margin">{summary["strategies"]["margin"]["auc"]:.4f}' in html
     assert "<script" not in html
+    f1_a = 100 * (summary["strategies"]["margin"]["final_accuracy"] - 0.02)
+    assert f'data-class-f1="a">{f1_a:.1f} %<' in html  # the per-class table
+    assert html.count('data-class-f1="b">75.0 %<') == 2
     p = tmp_path / "summary.json"
     p.write_text(json.dumps(summary))
     out = tmp_path / "sim.html"
