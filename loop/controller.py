@@ -809,31 +809,41 @@ class Controller:
             "tuning": (mv.config.get("tuning") or {}).get("source"),
             "refreshed": 0,
         }
-        refresh = getattr(self.tool, "refresh_predictions", None)
-        if mv.status == "promoted" and refresh is not None:
-            waiting = self.waiting()
-            if waiting:
-                clf = self.load_classifier(mv)
-                items = self.store.get_items([q.item_id for q in waiting])
-                rng = np.random.default_rng([self.seed, 0, 2])
-                fresh = self.measure.scores(self._inputs(items, clf, rng), rng)
-                # a batch strategy scores no single item: the queue keeps its order
-                scores = fresh if fresh is not None else [q.score for q in waiting]
-                rescored = [
-                    Query(
-                        item_id=q.item_id,
-                        iteration=q.iteration,
-                        score=float(sc),
-                        rank=q.rank,
-                        strategy=self.strategy,
-                        model_version=mv.id,
-                        kind=q.kind,
-                    )
-                    for q, sc in zip(waiting, scores, strict=True)
-                ]
-                refresh(self._requests(rescored, mv))
-                report["refreshed"] = len(rescored)
+        if mv.status == "promoted":
+            report["refreshed"] = self.refresh_waiting(mv)
         return report
+
+    def refresh_waiting(self, mv: ModelVersion) -> int:
+        """Score the tasks still waiting for an answer with ``mv`` (the strategy's scores, or
+        the queue's order for a batch strategy) and send their new predictions and order to the
+        labeling tool; the number refreshed (0 when the tool cannot refresh). The caller holds
+        the iteration lease (the tool is used by one thread at a time)."""
+        refresh = getattr(self.tool, "refresh_predictions", None)
+        if refresh is None:
+            return 0
+        waiting = self.waiting()
+        if not waiting:
+            return 0
+        clf = self.load_classifier(mv)
+        items = self.store.get_items([q.item_id for q in waiting])
+        rng = np.random.default_rng([self.seed, 0, 2])
+        fresh = self.measure.scores(self._inputs(items, clf, rng), rng)
+        # a batch strategy scores no single item: the queue keeps its order
+        scores = fresh if fresh is not None else [q.score for q in waiting]
+        rescored = [
+            Query(
+                item_id=q.item_id,
+                iteration=q.iteration,
+                score=float(sc),
+                rank=q.rank,
+                strategy=self.strategy,
+                model_version=mv.id,
+                kind=q.kind,
+            )
+            for q, sc in zip(waiting, scores, strict=True)
+        ]
+        refresh(self._requests(rescored, mv))
+        return len(rescored)
 
     # -- one iteration -------------------------------------------------------------------
     def run_iteration(self, *, force_train: bool = False, k: int | None = None) -> IterationReport:

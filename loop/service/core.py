@@ -188,13 +188,14 @@ class _Pending:
     force_train: bool = False  # ... with a retrain (skipped when the model is up to date)
     push: bool = False  # ... pushing a new batch even when no label arrived
     nightly: bool = False
+    refresh: bool = False  # another lane's model took over: refresh the waiting tasks
     # who asked, per kind ("check" | "iteration" | "nightly"), in order
     sources: dict[str, dict[str, None]] = field(
         default_factory=lambda: {"check": {}, "iteration": {}, "nightly": {}}
     )
 
     def any(self) -> bool:
-        return self.check or self.iteration or self.nightly
+        return self.check or self.iteration or self.nightly or self.refresh
 
     def merge(self, other: _Pending) -> None:
         self.check |= other.check
@@ -202,6 +203,7 @@ class _Pending:
         self.force_train |= other.force_train
         self.push |= other.push
         self.nightly |= other.nightly
+        self.refresh |= other.refresh
         for kind, who in other.sources.items():
             self.sources[kind].update(who)
 
@@ -800,7 +802,8 @@ class LoopService:
         if not work.any():
             return "idle"
         plan_iteration = bool(work.iteration or work.check)
-        if plan_iteration and not work.nightly:
+        refresh = work.refresh and not work.nightly  # the nightly job refreshes by itself
+        if plan_iteration and not work.nightly and not refresh:
             due, _, _ = self._iteration_due(work)
             if not due:
                 return "idle"
@@ -816,6 +819,14 @@ class LoopService:
             try:
                 if work.nightly:
                     self._run_job("nightly", work, "requested", self._nightly)
+                    ran = True
+                if refresh:
+                    self._run_job(
+                        "refresh",
+                        work,
+                        "the slow lane's model took over",
+                        self._refresh_waiting,
+                    )
                     ran = True
                 if plan_iteration:
                     due, force, reason = self._iteration_due(work)  # again, under the lease
@@ -969,7 +980,9 @@ class LoopService:
             job.status = "done"
             self._slow_failures = 0
             log.info("slow lane: %s", job.result["summary"])
-            if mv.status == "promoted":
+            if mv.status == "promoted":  # the waiting tasks get its predictions
+                with self._cv:
+                    self._pending.refresh = True
                 self._signal(check=True, source="slow-lane")
         except Exception as err:  # noqa: BLE001 - recorded, logged, retried later
             job.status = "failed"
@@ -1049,6 +1062,13 @@ class LoopService:
             "summary": "; ".join([*(describe(r) for r in reports), *notes]),
         }
 
+    def _refresh_waiting(self) -> dict[str, Any]:
+        ctrl = self.controller
+        current = ctrl.current_model()
+        n = ctrl.refresh_waiting(current) if current is not None else 0
+        who = current.id if current is not None else "no model"
+        return {"refreshed": n, "summary": f"{n} waiting task(s) now show {who}'s predictions"}
+
     def _nightly(self) -> dict[str, Any]:
         out = dict(self.controller.nightly())
         if out.get("trained"):
@@ -1072,6 +1092,7 @@ class LoopService:
                 "iteration": p.iteration,
                 "force_train": p.force_train,
                 "nightly": p.nightly,
+                "refresh": p.refresh,
             }
             busy = self._busy
         return {

@@ -125,3 +125,50 @@ def test_without_a_slow_lane_status_says_so(make_env) -> None:  # type: ignore[n
     env.idle()
     assert env.service.status()["slow_lane"] is None
     assert env.service._slow is None  # noqa: SLF001 - no thread started
+
+
+class BetterSlow(GatedSlow):
+    """Trains on the whole corpus with its gold labels: better than the fast model on held-out
+    data (a stand-in for a stronger model; the promotion rule decides as for any)."""
+
+    name = "fake-slow-better"
+
+    def __init__(self, texts: list[str], labels: list[str]) -> None:
+        super().__init__()
+        self.all = (texts, labels)
+
+    def train(self, texts, labels, *, classes, seed, progress=None):  # type: ignore[no-untyped-def]
+        return super().train(*self.all, classes=classes, seed=seed, progress=progress)
+
+
+def test_when_the_slow_model_takes_over_the_waiting_tasks_get_its_predictions(make_env) -> None:  # type: ignore[no-untyped-def]
+    env: Env = make_env()
+    items = env.store.items("train") + env.store.items("test")
+    slow = BetterSlow([it.text for it in items], [env.gold[it.id] for it in items])
+    slow.gate.set()
+    _with_slow_lane(env, slow)
+    env.service.start()
+    env.idle()
+    _answer_sent(env)  # the fast lane trains and pushes a batch; the slow lane becomes due
+    wait_until(
+        lambda: any(mv.trainer == slow.name for mv in env.store.model_versions()),
+        10,
+        "the slow model",
+    )
+    env.idle()
+    mv = next(mv for mv in env.store.model_versions() if mv.trainer == slow.name)
+    waiting = {q.item_id for q in env.controller.waiting()}
+    assert mv.status == "promoted", mv.metrics["promotion"]
+    jobs = [j for j in env.service.job_status()["recent"] if j["kind"] == "refresh"]
+    assert len(jobs) == 1 and jobs[0]["status"] == "done", jobs
+    refreshed = env.tool.refreshed[-1]
+    assert jobs[0]["result"]["refreshed"] == len(refreshed) > 0
+    # tasks that were waiting then (sent, not answered before the refresh); those still
+    # waiting now are among them unless a later batch added them
+    assert set(refreshed) <= set(env.tool.sent())
+    later = {q.item_id for q in env.store.queries() if q.model_version != mv.id}
+    assert waiting - set(refreshed) <= later
+    assert mv.id in jobs[0]["result"]["summary"]
+    # nothing was pushed twice
+    sent = env.tool.sent()
+    assert len(sent) == len(set(sent))
