@@ -502,6 +502,7 @@ def run(
     import threading
 
     from loop.runner import LoopRunner
+    from loop.service.core import SLOW_LEASE_NAME
     from loop.wiring import (
         build_controller,
         label_studio,
@@ -534,6 +535,7 @@ def run(
             refill_below=refill,
             say=say,
             lease=lambda: _try_lease(store, s),
+            slow_lease=lambda: _try_lease(store, s, name=SLOW_LEASE_NAME),
         )
         stop = threading.Event()
 
@@ -596,21 +598,22 @@ def iterate(
 
 
 @contextmanager
-def _try_lease(store: Any, s: Settings) -> Iterator[bool]:
-    """The iteration lease for the block if free (True), else False; a stale holder on this
-    machine is taken over."""
+def _try_lease(store: Any, s: Settings, name: str | None = None) -> Iterator[bool]:
+    """The iteration lease (or the lease ``name``) for the block if free (True), else False; a
+    stale holder on this machine is taken over."""
     from loop.service.core import LEASE_NAME, holder_id, holder_is_stale
 
+    name = name or LEASE_NAME
     holder = holder_id()
-    current = store.lease(LEASE_NAME)
+    current = store.lease(name)
     if current is not None and holder_is_stale(current[0]):
-        store.release_lease(LEASE_NAME, current[0])
-    held = store.acquire_lease(LEASE_NAME, holder, max(s.service.lease_seconds, 3600.0))
+        store.release_lease(name, current[0])
+    held = store.acquire_lease(name, holder, max(s.service.lease_seconds, 3600.0))
     try:
         yield held
     finally:
         if held:
-            store.release_lease(LEASE_NAME, holder)
+            store.release_lease(name, holder)
 
 
 @contextmanager

@@ -110,3 +110,101 @@ def test_no_iteration_while_another_process_holds_the_lease(runner, tmp_path: Pa
     rep = r.poll()
     assert rep is not None and rep.sent == 6
     assert store.lease(LEASE_NAME) is None  # released after the iteration
+
+
+class GatedOracleSlow(BowTrainer):
+    """A slow-lane trainer that waits for ``gate`` and learns from every gold label (so it is
+    better on held-out data than the fast model and takes over)."""
+
+    name = "fake-slow"
+
+    def __init__(self, texts: list[str], labels: list[str]) -> None:
+        super().__init__()
+        self.all = (texts, labels)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def train(self, texts, labels, *, classes, seed, progress=None):  # type: ignore[no-untyped-def]
+        self.entered.set()
+        assert self.gate.wait(20), "the test never released the slow training"
+        return super().train(*self.all, classes=classes, seed=seed)
+
+
+class RefreshingAnnotators(SlowAnnotators):
+    def __init__(self, gold: dict[str, str]) -> None:
+        super().__init__(gold)
+        self.refreshed: list[list[str]] = []
+
+    def refresh_predictions(self, requests):  # type: ignore[no-untyped-def]
+        self.refreshed.append([r.item.id for r in requests])
+
+
+def test_alloop_run_trains_the_slow_lane_in_the_background(tmp_path: Path) -> None:
+    from loop.cli import _try_lease
+    from loop.service.core import SLOW_LEASE_NAME
+    from loop.settings import Settings
+
+    rows, classes = toy_corpus(40)
+    store = SqlStore.open(f"sqlite:///{tmp_path / 's.db'}")
+    test_ids = {i for i, _, _ in rows[::4]}
+    store.add_items(
+        [Item(id=i, text=t, split="test" if i in test_ids else "train") for i, t, _ in rows]
+    )
+    from loop.records import Label
+
+    store.add_labels(
+        [
+            Label(item_id=i, value=y, source="import", annotation_id=f"import:{i}")
+            for i, _, y in rows
+            if i in test_ids
+        ]
+    )
+    gold = {i: y for i, _, y in rows}
+    tool = RefreshingAnnotators(gold)
+    slow = GatedOracleSlow([t for _, t, _ in rows], [y for _, _, y in rows])
+    ctrl = Controller(
+        store,
+        BowTrainer(),
+        tool,
+        classes=classes,
+        models_dir=tmp_path / "m",
+        batch_size=4,
+        initial_batch_size=6,
+        min_new_labels=4,
+        cold_start="random",
+        seed=0,
+        slow_trainer=slow,
+        slow_min_new_labels=4,
+    )
+    said: list[str] = []
+    s = Settings(home=tmp_path / "h")
+    r = LoopRunner(
+        ctrl,
+        poll_seconds=0.0,
+        refill_below=1,
+        say=said.append,
+        lease=lambda: _try_lease(store, s),
+        slow_lease=lambda: _try_lease(store, s, name=SLOW_LEASE_NAME),
+    )
+    try:
+        r.poll()  # cold start
+        tool.answer(6)
+        r.poll()  # the fast model, and the slow lane is due: it starts in the background
+        assert slow.entered.wait(10) and r.slow_running
+        assert store.lease(SLOW_LEASE_NAME) is not None
+        # the loop goes on while it trains: answers are ingested, the fast lane retrains
+        tool.answer(4)
+        rep = r.poll()
+        assert rep is not None and rep.trained and r.slow_running
+        slow.gate.set()
+        r._slow.join(10)  # noqa: SLF001 - the test waits for the background training
+        mv = next(mv for mv in store.model_versions() if mv.trainer == "fake-slow")
+        assert mv.status == "promoted", mv.metrics["promotion"]
+        assert store.lease(SLOW_LEASE_NAME) is None
+        r.poll()  # the next poll refreshes the waiting tasks with the slow model
+        assert tool.refreshed and set(tool.refreshed[-1]) == {q.item_id for q in ctrl.waiting()}
+        assert any("now show" in line and mv.id in line for line in said)
+        assert any(line.startswith("slow lane: training fake-slow") for line in said)
+    finally:
+        slow.gate.set()
+        store.close()
