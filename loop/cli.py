@@ -501,8 +501,8 @@ def run(
     import signal
     import threading
 
+    from loop.lease import SLOW_LANE
     from loop.runner import LoopRunner
-    from loop.service.core import SLOW_LEASE_NAME
     from loop.wiring import (
         build_controller,
         label_studio,
@@ -535,7 +535,7 @@ def run(
             refill_below=refill,
             say=say,
             lease=lambda: _try_lease(store, s),
-            slow_lease=lambda: _try_lease(store, s, name=SLOW_LEASE_NAME),
+            slow_lease=lambda: _try_lease(store, s, name=SLOW_LANE),
         )
         stop = threading.Event()
 
@@ -599,42 +599,28 @@ def iterate(
 
 @contextmanager
 def _try_lease(store: Any, s: Settings, name: str | None = None) -> Iterator[bool]:
-    """The iteration lease (or the lease ``name``) for the block if free (True), else False; a
-    stale holder on this machine is taken over."""
-    from loop.service.core import LEASE_NAME, holder_id, holder_is_stale
+    """The iteration lease (or the lease ``name``) for the block if it can be had (True;
+    renewed while the block runs, like `alloop serve`'s), else False (see loop/lease.py)."""
+    from loop import lease
 
-    name = name or LEASE_NAME
-    holder = holder_id()
-    current = store.lease(name)
-    if current is not None and holder_is_stale(current[0]):
-        store.release_lease(name, current[0])
-    held = store.acquire_lease(name, holder, max(s.service.lease_seconds, 3600.0))
-    try:
-        yield held
-    finally:
-        if held:
-            store.release_lease(name, holder)
+    with lease.held(store, name or lease.ITERATION, s.service.lease_seconds) as got:
+        yield got
 
 
 @contextmanager
 def _lease(store: Any, s: Settings) -> Iterator[None]:
-    """Hold the database lease "iteration" (shared with `alloop serve`) for the block."""
-    from loop.service.core import LEASE_NAME, holder_id, holder_is_stale
+    """Hold the iteration lease (shared with `alloop serve` and `alloop run`) for the block, or
+    refuse with a clear error when another process holds it."""
+    from loop import lease
 
-    holder = holder_id()  # a crashed holder on this machine is recognised and taken over at once
-    current = store.lease(LEASE_NAME)
-    if current is not None and holder_is_stale(current[0]):
-        store.release_lease(LEASE_NAME, current[0])
-    if not store.acquire_lease(LEASE_NAME, holder, max(s.service.lease_seconds, 3600.0)):
-        held = store.lease("iteration")
-        raise ConfigError(
-            f"another process holds the iteration lease ({held[0] if held else '?'}).",
-            "try again when the running iteration has finished.",
-        )
-    try:
+    with lease.held(store, lease.ITERATION, s.service.lease_seconds) as got:
+        if not got:
+            current = store.lease(lease.ITERATION)
+            raise ConfigError(
+                f"another process holds the iteration lease ({current[0] if current else '?'}).",
+                "try again when the running iteration has finished.",
+            )
         yield
-    finally:
-        store.release_lease(LEASE_NAME, holder)
 
 
 # -- the HTTP service -------------------------------------------------------------------

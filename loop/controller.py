@@ -813,6 +813,25 @@ class Controller:
             report["refreshed"] = self.refresh_waiting(mv)
         return report
 
+    def iteration_due(self, refill_below: int) -> tuple[bool, str]:
+        """Whether an iteration should run now, and why: the one rule of `alloop serve`'s
+        worker and `alloop run` (resume an unfinished iteration; the first one; enough new
+        labels to retrain; or fewer than ``refill_below`` sent items still awaiting an answer
+        while the pool has items and no stopping criterion stopped the loop)."""
+        store = self.store
+        unfinished = store.unfinished_iteration()
+        if unfinished is not None:
+            return True, f"resume iteration {unfinished.number} at step {unfinished.step}"
+        if not store.iterations():
+            return True, "first iteration"
+        need, why = self.needs_training()
+        if need:
+            return True, why
+        waiting = len(self.waiting())
+        if waiting < refill_below and store.count_pool() and not self.stopped():
+            return True, f"queue refill: {waiting} sent item(s) await an answer"
+        return False, why
+
     def refresh_waiting(self, mv: ModelVersion) -> int:
         """Score the tasks still waiting for an answer with ``mv`` (the strategy's scores, or
         the queue's order for a batch strategy) and send their new predictions and order to the

@@ -135,21 +135,17 @@ class LoopRunner:
 
     def _poll(self) -> IterationReport | None:
         store = self.ctrl.store
-        if store.unfinished_iteration() is not None or not store.iterations():
-            return self._iterate()
-        res = self.ctrl.sync()
-        if res.inserted or res.updated or res.withdrawn:
-            self.say(
-                f"labels: {res.inserted} new, {res.updated} changed, {res.withdrawn} withdrawn; "
-                f"{len(store.training_set())} items in the training set"
-            )
-        need, why = self.ctrl.needs_training()
-        waiting = self.awaiting()
-        if need or waiting < self.refill_below:
-            if not need and (not store.count_pool() or self.ctrl.stopped()):
-                return None
-            return self._iterate("" if need else f" (queue refill: {waiting} awaiting)")
-        return None
+        if store.unfinished_iteration() is None and store.iterations():
+            res = self.ctrl.sync()
+            if res.inserted or res.updated or res.withdrawn:
+                self.say(
+                    f"labels: {res.inserted} new, {res.updated} changed, {res.withdrawn} "
+                    f"withdrawn; {len(store.training_set())} items in the training set"
+                )
+        due, why = self.ctrl.iteration_due(self.refill_below)  # the service's rule too
+        if not due:
+            return None
+        return self._iterate(f" ({why})" if why.startswith("queue refill") else "")
 
     def run(
         self, stop: threading.Event, max_polls: int | None = None, slow_wait_s: float = 600.0

@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,8 +35,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from loop import lease
 from loop.contracts import Store
 from loop.errors import AlloopError, ConfigError, DataError, StoreError
+from loop.lease import holder_id
 from loop.progress import SILENT, Progress
 from loop.records import LabelRejection, LabelWriteResult
 from loop.service.status import iteration_info, model_info, project_status
@@ -52,8 +51,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("alloop.service")
 
-LEASE_NAME = "iteration"
-SLOW_LEASE_NAME = "slow-lane"  # one slow-lane training at a time across processes
+LEASE_NAME = lease.ITERATION
+SLOW_LEASE_NAME = lease.SLOW_LANE  # one slow-lane training at a time across processes
 WEBHOOK_PATH = "/webhooks/label-studio"
 SECRET_HEADER = "X-Alloop-Secret"
 WEBHOOK_SOURCE = "label-studio"  # the Label object's source for Label Studio answers
@@ -63,44 +62,6 @@ MAX_FAILURE_BACKOFF_S = 300.0
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-# -- lease holders ---------------------------------------------------------------------------
-def _pid_namespace() -> str:
-    """The inode of this process's PID namespace ("-" where unknown): two containers can share
-    a host name, but a PID means something only inside its own namespace."""
-    try:
-        return os.readlink("/proc/self/ns/pid").partition("[")[2].rstrip("]") or "-"
-    except OSError:
-        return "-"
-
-
-def holder_id() -> str:
-    """A lease holder id unique to this process and service: ``host:pid:pidns:random``."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_pid_namespace()}:{uuid.uuid4().hex[:12]}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def holder_is_stale(holder: str) -> bool:
-    """True when ``holder`` names a process of this machine (same host name and PID
-    namespace) that no longer runs: its lease can be taken over without waiting for expiry.
-    Unknown formats and other machines are never stale."""
-    parts = holder.split(":")
-    if len(parts) != 4 or not parts[1].isdigit():
-        return False
-    host, pid, ns, _ = parts
-    if host != socket.gethostname() or ns == "-" or ns != _pid_namespace():
-        return False
-    return int(pid) != os.getpid() and not _alive(int(pid))
 
 
 # -- progress and jobs -----------------------------------------------------------------------
@@ -814,7 +775,7 @@ class LoopService:
                         work.merge(self._pending)
                         self._pending = work
                 return "blocked"
-            heartbeat = _Heartbeat(self, LEASE_NAME, lambda: self._running)
+            heartbeat = self._heartbeat(LEASE_NAME, lambda: self._running)
             ran = False
             try:
                 if work.nightly:
@@ -837,51 +798,33 @@ class LoopService:
                         ran = True
             finally:
                 heartbeat.stop()
-                try:
-                    self.store.release_lease(LEASE_NAME, self.holder)
-                except AlloopError as err:
-                    log.warning("could not release the lease (it expires by itself): %s", err)
+                lease.release(self.store, LEASE_NAME, self.holder)
         return "ran" if ran else "idle"
 
     def _iteration_due(self, work: _Pending) -> tuple[bool, bool, str]:
-        """Whether to run an iteration now: ``(due, force_train, reason)``."""
-        store, ctrl = self.store, self.controller
-        unfinished = store.unfinished_iteration()
+        """Whether to run an iteration now: ``(due, force_train, reason)``: asked for, else
+        the controller's rule (:meth:`Controller.iteration_due`, shared with `alloop run`)
+        unless a failed job is backing off."""
         if work.iteration:
             return True, work.force_train, "requested by " + ", ".join(work.who("iteration"))
         if time.monotonic() < self._backoff_until:
             return False, False, "waiting after a failed job"
-        if unfinished is not None:
-            return True, False, f"resume iteration {unfinished.number} at step {unfinished.step}"
-        if not store.iterations():
-            return True, False, "first iteration"
-        need, why = ctrl.needs_training()
-        if need:
-            return True, False, why
-        waiting = len(ctrl.waiting())
-        if waiting < self.refill_below and store.count_pool() and not ctrl.stopped():
-            return True, False, f"queue refill: {waiting} sent item(s) await an answer"
-        return False, False, why
+        due, why = self.controller.iteration_due(self.refill_below)
+        return due, False, why
 
     def _acquire(self, name: str) -> bool:
-        """Take the lease ``name``: free, expired, or held by a process of this machine that no
-        longer runs (taken over at once)."""
-        store = self.store
-        if store.acquire_lease(name, self.holder, self.lease_seconds):
-            return True
-        lease = store.lease(name)
-        if lease is None:  # expired or released just now
-            return store.acquire_lease(name, self.holder, self.lease_seconds)
-        if holder_is_stale(lease[0]):
-            log.warning(
-                "the %r lease is held by %s, a process of this machine that no longer runs: "
-                "taking it over",
-                name,
-                lease[0],
-            )
-            store.release_lease(name, lease[0])
-            return store.acquire_lease(name, self.holder, self.lease_seconds)
-        return False
+        """Take the lease ``name`` (free, expired, or held by a dead process of this machine)."""
+        return lease.acquire(self.store, name, self.holder, self.lease_seconds)
+
+    def _heartbeat(self, name: str, job: Callable[[], JobRecord | None]) -> lease.Heartbeat:
+        """Renews ``name`` while a job runs; a lost lease is marked on the running job."""
+
+        def lost() -> None:
+            running = job()
+            if running is not None:
+                running.lease_lost = True
+
+        return lease.Heartbeat(self.store, name, self.holder, self.lease_seconds, on_lost=lost)
 
     def _take_lease(self) -> bool:
         got = self._acquire(LEASE_NAME)
@@ -957,7 +900,7 @@ class LoopService:
         store = self.store
         if not self._acquire(SLOW_LEASE_NAME):
             return None
-        heartbeat = _Heartbeat(self, SLOW_LEASE_NAME, lambda: self._slow_running)
+        heartbeat = self._heartbeat(SLOW_LEASE_NAME, lambda: self._slow_running)
         self._job_ids += 1
         job = JobRecord(self._job_ids, "slow-train", ("slow-lane",), why, _now())
         self._slow_jobs.append(job)
@@ -995,10 +938,7 @@ class LoopService:
             job.finished_at = _now()
             self._slow_running = None
             heartbeat.stop()
-            try:
-                store.release_lease(SLOW_LEASE_NAME, self.holder)
-            except AlloopError as err:
-                log.warning("could not release the slow lane's lease: %s", err)
+            lease.release(store, SLOW_LEASE_NAME, self.holder)
         return job
 
     def slow_lane_status(self) -> dict[str, Any] | None:
@@ -1171,43 +1111,6 @@ class LoopService:
         self._scheduler = sched
         job = sched.get_job("nightly")
         log.info("nightly retrain at %s %s; next %s", svc.nightly, svc.timezone, job.next_run_time)
-
-
-class _Heartbeat:
-    """Renews one of the service's leases every third of its time-to-live while a job runs."""
-
-    def __init__(
-        self, service: LoopService, name: str, job: Callable[[], JobRecord | None]
-    ) -> None:
-        self._svc = service
-        self._name = name
-        self._job = job
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="alloop-lease", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        svc = self._svc
-        every = max(0.2, svc.lease_seconds / 3)
-        while not self._stop.wait(every):
-            try:
-                kept = svc.store.renew_lease(self._name, svc.holder, svc.lease_seconds)
-            except AlloopError as err:
-                log.warning("could not renew the %r lease: %s", self._name, err)
-                continue
-            if not kept:
-                job = self._job()
-                if job is not None:
-                    job.lease_lost = True
-                log.error(
-                    "lost the %r lease (not renewed in time and taken by another process); "
-                    "the running step finishes, its writes are idempotent",
-                    self._name,
-                )
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 def _report_dict(rep: IterationReport) -> dict[str, Any]:

@@ -74,7 +74,7 @@ def test_refills_the_queue_without_retraining_below_the_threshold(runner) -> Non
     tool.answer(4)  # 4 label changes < 6, and 2 left awaiting < refill_below 3
     rep = r.poll()
     assert rep is not None and not rep.trained and rep.sent == 6
-    assert "queue refill: 2 awaiting" in said[-1] and trainer.train_calls == 1
+    assert "queue refill: 2 sent item(s) await" in said[-1] and trainer.train_calls == 1
     assert r.poll() is None  # 8 awaiting now: nothing to do
 
 

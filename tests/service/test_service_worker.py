@@ -12,7 +12,8 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from loop.errors import LabelingToolError
-from loop.service.core import LEASE_NAME, _pid_namespace, holder_id, holder_is_stale
+from loop.lease import _pid_namespace, holder_id, holder_is_stale
+from loop.service.core import LEASE_NAME
 from tests.service.conftest import Env, wait_until
 
 
