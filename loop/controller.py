@@ -39,6 +39,7 @@ from loop.contracts import (
     Trainer,
 )
 from loop.errors import ConfigError, ModelError, StrategyError
+from loop.forecast import MIN_EVAL_ITEMS
 from loop.metrics import accuracy, macro_f1, per_class
 from loop.progress import SILENT, Progress
 from loop.records import Item, LabelRequest, LabelWriteResult, ModelVersion, Query
@@ -53,7 +54,7 @@ STOPPING_DEFAULTS: dict[str, Any] = {
     "stop_set_size": 1000,
 }
 LOADED_VERSIONS = 3  # classifiers kept in memory: current, the other lane's, the newest
-MIN_EVAL_FOR_PROMOTION = 20  # labeled eval items needed before promotion compares on them
+MIN_EVAL_FOR_PROMOTION = MIN_EVAL_ITEMS  # labeled eval items before promotion compares on them
 # off: the trainer's settings; nightly: the nightly retrain searches, other retrains reuse the
 # last searched configuration (searching when there is none yet); always: every retrain searches
 TUNE_MODES = ("off", "nightly", "always")
@@ -456,19 +457,10 @@ class Controller:
     def _plateau(self, versions: Sequence[ModelVersion]) -> Any:
         """The learning-curve forecast's plateau verdict over the model versions' held-out
         accuracy (the labeled evaluation sample once it has >= 20 items, else the test split)."""
-        from loop.forecast import VERDICT_PLATEAU, CurvePoint, forecast
+        from loop.forecast import VERDICT_PLATEAU, forecast, version_points
         from strategies.stopping import Verdict
 
-        split = (
-            "eval"
-            if any(v.metrics.get("eval_n", 0) >= MIN_EVAL_FOR_PROMOTION for v in versions)
-            else "test"
-        )
-        pts = [
-            CurvePoint(int(v.n_labels), (float(v.metrics[f"{split}_accuracy"]),))
-            for v in versions
-            if f"{split}_accuracy" in v.metrics and v.n_labels > 0
-        ]
+        _, pts = version_points([(v.n_labels, v.metrics) for v in versions])
         if len({p.n_labels for p in pts}) < 4:
             return Verdict(False, None, None, f"{len(pts)} curve point(s); the forecast needs 4")
         fc = forecast(pts, n_boot=100, seed=self.seed)

@@ -20,13 +20,12 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup, escape
 
 from loop.contracts import Store
-from loop.forecast import VERDICT_NONE, CurvePoint, forecast
+from loop.forecast import VERDICT_NONE, CurvePoint, forecast, version_points
 from loop.service.status import iteration_info, learning_curve, model_info, project_status
 
 TEMPLATES = Path(__file__).with_name("templates")
 #: colours of the curves (Okabe-Ito: told apart with the common colour-vision deficiencies)
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
-MIN_EVAL_POINTS = 20  # the evaluation sample's size from which its accuracy is the curve's
 REFRESH_SECONDS = 5
 
 
@@ -61,25 +60,12 @@ def _num(x: Any, digits: int = 4) -> str:
 # -- the learning curve ------------------------------------------------------------------------
 
 
-def curve_split(versions_metrics: Sequence[Mapping[str, Any]]) -> str:
-    """``eval`` once a version was measured on >= 20 labeled items of the evaluation sample
-    (the unbiased one), else ``test`` (as the loop's plateau criterion does)."""
-    if any((m.get("eval_n") or 0) >= MIN_EVAL_POINTS for m in versions_metrics):
-        return "eval"
-    return "test"
-
-
-def project_forecast(points: Sequence[Mapping[str, Any]], split: str) -> dict[str, Any] | None:
-    """The learning-curve forecast over the model versions' held-out accuracy (one point per
-    label count; versions at the same count are pooled), or None with fewer than 4 counts."""
-    pts = [
-        CurvePoint(int(p["n_labels"]), (float(p[f"{split}_accuracy"]),))
-        for p in points
-        if p.get(f"{split}_accuracy") is not None and int(p["n_labels"]) > 0
-    ]
-    if len({p.n_labels for p in pts}) < 4:
+def project_forecast(points: Sequence[CurvePoint]) -> dict[str, Any] | None:
+    """The learning-curve forecast over the model versions' points (versions at the same label
+    count are pooled), or None with fewer than 4 label counts (as the plateau criterion)."""
+    if len({p.n_labels for p in points}) < 4:
         return None
-    return forecast(pts, n_boot=200, seed=0).to_dict()
+    return forecast(points, n_boot=200, seed=0).to_dict()
 
 
 def _nice_ticks(lo: float, hi: float, count: int = 6) -> list[float]:
@@ -263,8 +249,8 @@ def project_view(
             promoted = [m for m in versions if m.status == "promoted"]
             current = promoted[-1].id if promoted else None
     points = learning_curve(versions)
-    split = curve_split([m.metrics for m in versions])
-    fc = project_forecast(points, split)
+    split, curve_points = version_points([(m.n_labels, m.metrics) for m in versions])
+    fc = project_forecast(curve_points)
     series = [
         {
             "name": f"{split} accuracy",

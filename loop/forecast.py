@@ -76,6 +76,26 @@ class CurvePoint:
         return self.std / math.sqrt(len(self.accuracies))
 
 
+#: labeled evaluation-sample items from which a model version's eval accuracy is trusted over
+#: its test accuracy (for promotion and for the learning curve of the model versions)
+MIN_EVAL_ITEMS = 20
+
+
+def version_points(
+    metrics: Sequence[tuple[int, Mapping[str, Any]]],
+) -> tuple[str, list[CurvePoint]]:
+    """The learning curve of a project's model versions: ``(split, points)`` from ``(n_labels,
+    metrics)`` per version, on the evaluation sample once a version was measured on >=
+    :data:`MIN_EVAL_ITEMS` of its items, else on the test split (one repeat per version)."""
+    split = "eval" if any((m.get("eval_n") or 0) >= MIN_EVAL_ITEMS for _, m in metrics) else "test"
+    points = [
+        CurvePoint(int(n), (float(m[f"{split}_accuracy"]),))
+        for n, m in metrics
+        if m.get(f"{split}_accuracy") is not None and n > 0
+    ]
+    return split, points
+
+
 def points_from_runs(labels: Sequence[int], runs: Sequence[Sequence[float]]) -> list[CurvePoint]:
     """Points from ``runs`` (one accuracy sequence per repeat, aligned with ``labels``)."""
     for r in runs:
