@@ -1,6 +1,6 @@
 """The live service under load: webhook latency at a fixed rate, and label-to-next-batch time.
 
-    python bench/bench_service.py [--rate 50] [--seconds 20] [--repeats 3] [--json OUT]
+    python bench/bench_service.py [--rate 50] [--seconds 20] [--repeats 3] [--worker process|thread] [--json OUT]
 
 One run starts its own Label Studio from the migrated template (``$ALLOOP_LS_VENV``, default
 ``.alloop/labelstudio/venv``; ``$ALLOOP_LS_TEMPLATE``, default ``.alloop/labelstudio/template``)
@@ -9,7 +9,11 @@ over a SQLite store in a temporary folder: the built-in Rotten Tomatoes dataset 
 split as the pool and its test split's labels held out (``$ALLOOP_CACHE_DIR``, else
 ``/tmp/simhome/cache`` when it exists, else ``.alloop/cache``), the ``embed-lr`` model, cold
 start ``random`` with a first batch of ``rate x seconds`` tasks, ``refill_below=0`` (a new
-batch comes only from a retrain) and the poller on its normal schedule.
+batch comes only from a retrain) and the poller on its normal schedule. ``--worker process``
+(the default, as ``alloop serve`` runs): the web process is a front and the worker a real
+``alloop worker`` child process reached through the database; ``--worker thread``: the worker
+in the web process. What the worker was doing during each request is only seen in thread
+mode (in process mode, only whole iterations from the store).
 
 (a) Webhook latency. A second process posts ``rate x seconds`` ANNOTATION_CREATED payloads (the
     captured Label Studio 1.23.2 shape, one per pushed task of the first batch: its real task
@@ -809,8 +813,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from connectors.store import SqlStore
     from loop.service.app import create_app
     from loop.service.core import LoopService
+    from loop.service.process import WorkerProcess
     from loop.service.server import ServiceServer
-    from loop.settings import Settings
+    from loop.settings import Settings, as_environment
     from loop.wiring import LabelStudioHandle, import_labels, make_embedder
 
     n_events = int(round(args.rate * args.seconds))
@@ -829,6 +834,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         store = None
         service = None
         http = None
+        child = None
         try:
             cache = _cache_dir()
             t0 = time.perf_counter()
@@ -874,9 +880,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"{report['dataset']['embeddings_missing']} embeddings missing from {cache}"
             )
             handle = LabelStudioHandle(server.url, server.token)
-            service = LoopService.from_settings(settings, store=store, handle=handle)
+            apart = args.worker == "process"
+            service = LoopService.from_settings(
+                settings, store=store, handle=handle, worker=not apart
+            )
             ingest = IngestLog(service)
-            activity = Activity()
+            activity = Activity()  # what the worker does (only seen when it is in this process)
             activity.wrap(service.controller, "sync", "sync")
             activity.wrap(service.controller, "train", "iteration: train")
             activity.wrap(service.tool, "send", "iteration: push")
@@ -886,6 +895,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             http.start()
             t0 = time.perf_counter()
             service.start()
+            if apart:  # as alloop serve runs it: the worker in a child process of its own
+                argv = [
+                    sys.executable,
+                    "-m",
+                    "loop.cli",
+                    "worker",
+                    "--parent-pid",
+                    str(os.getpid()),
+                ]
+                env = {**os.environ, **as_environment(settings)}
+                child = WorkerProcess(argv, env).start()
+                wait_until(lambda: service.worker_status()["running"], 180, "the worker process")
             _idle(service)
             first = store.queries(iteration=1)
             report["cold_start"] = {
@@ -911,6 +932,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             report["webhook_stats_final"] = service.webhook_stats.as_dict()
         finally:
+            if child is not None:
+                child.stop(timeout=120)
             if http is not None:
                 http.stop()
             if service is not None:
@@ -931,6 +954,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-new-labels", type=int, default=20, help="retrain threshold (20)")
     parser.add_argument("--batch-size", type=int, default=20, help="items per batch (20)")
     parser.add_argument("--poll-seconds", type=float, default=10.0, help="poller period (10)")
+    parser.add_argument(
+        "--worker",
+        choices=("process", "thread"),
+        default="process",
+        help="the worker in a child process (alloop serve's default) or in the web process",
+    )
     parser.add_argument(
         "--json", type=Path, default=REPO / "bench" / "results" / "service.json", help="report"
     )

@@ -639,7 +639,9 @@ def serve(
     polling catches what webhooks miss, one background worker retrains and pushes (one at a
     time across processes, under a database lease), a read/write API (docs at /docs), the
     Label Studio ML backend under /ml, and the nightly retrain when service.nightly is set.
-    Ctrl-C or SIGTERM stops cleanly; a restart resumes an unfinished iteration."""
+    The worker runs as a child process (alloop worker; service.worker = process), in this
+    process (thread) or apart (none). Ctrl-C or SIGTERM stops cleanly; a restart resumes an
+    unfinished iteration."""
     import logging
     import signal
     import threading
@@ -651,13 +653,10 @@ def serve(
 
     s = _settings(config, home)
     say = out.print
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in ("httpx", "alembic"):  # one line per Label Studio request / migration step
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _service_logging()
     store = open_store(s)
-    handle = service = server = None
+    handle = service = server = child = None
+    mode = s.service.worker
     try:
         with progress_bars() as prog:
             if dataset:
@@ -666,14 +665,21 @@ def serve(
         # the worker's long steps (embedding the pool, training) as log lines
         job_progress = LogProgress(logging.getLogger("alloop.progress").info)
         service = LoopService.from_settings(
-            s, store=store, handle=handle, say=say, progress=job_progress
+            s,
+            store=store,
+            handle=handle,
+            say=say,
+            progress=job_progress,
+            worker=mode == "thread",
         )
         # listen first: the webhook and the ML backend registered by start() must find it
         server = ServiceServer(
             create_app(service), s.service.host, s.service.port, log_level="info"
         ).start()
         service.start()
-        for line in _serve_banner(s, service, server.url, handle):
+        if mode == "process":
+            child = _worker_child(s, config, handle)
+        for line in _serve_banner(s, service, server.url, handle, child):
             say(line, highlight=False)
         stop = threading.Event()
 
@@ -698,17 +704,120 @@ def serve(
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, old_term)
     finally:
+        if child is not None:
+            child.stop(timeout=100)  # a running step may finish (deploy/: 120 s to stop)
         if server is not None:
             server.stop()
         if service is not None:
-            service.stop(timeout=100)  # a running step may finish (deploy/: 120 s to stop)
+            service.stop(timeout=100)
         store.close()
         if handle is not None and handle.server is not None and not keep_label_studio:
             handle.stop()
             say("Label Studio stopped")
 
 
-def _serve_banner(s: Settings, service: Any, url: str, handle: Any) -> list[str]:
+def _service_logging() -> None:
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("httpx", "alembic"):  # one line per Label Studio request / migration step
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _worker_child(s: Settings, config: Path | None, handle: Any) -> Any:
+    """``alloop worker`` as a child of this process, on the same settings, database and Label
+    Studio (a local one this process started is passed by URL and token)."""
+    import os
+    import sys
+
+    from loop.service.process import WorkerProcess
+
+    argv = [sys.executable, "-m", "loop.cli", "worker", "--home", str(s.home)]
+    argv += ["--parent-pid", str(os.getpid())]
+    if config is not None:
+        argv += ["--config", str(config)]
+    env = {
+        **os.environ,
+        "ALLOOP_LABEL_STUDIO__URL": handle.url,
+        "ALLOOP_LABEL_STUDIO__TOKEN": handle.token,
+        "ALLOOP_DATABASE_URL": s.db_url,
+    }
+    return WorkerProcess(argv, env).start()
+
+
+@app.command()
+def worker(
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+    parent_pid: Annotated[
+        int | None,
+        typer.Option(hidden=True, help="stop when this process (alloop serve) ends"),
+    ] = None,
+) -> None:
+    """The loop's worker without the HTTP front: polls Label Studio, retrains and pushes
+    batches (one job at a time across processes, under the database lease), trains the slow
+    lane, runs the nightly schedule, and takes the jobs that alloop serve's API, webhooks and
+    ML backend ask for through the database. alloop serve starts one itself (service.worker =
+    process); run it apart with service.worker = none on the web side. Ctrl-C or SIGTERM stops
+    cleanly (a running job finishes first); a restart resumes an unfinished iteration."""
+    import logging
+    import os
+    import signal
+    import threading
+
+    from loop.service.core import LoopService
+    from loop.service.process import die_with_parent
+    from loop.wiring import label_studio, open_store
+
+    if parent_pid is not None and not die_with_parent(parent_pid):
+        if os.getppid() != parent_pid:
+            raise typer.Exit(0)  # alloop serve ended before this worker started
+    s = _settings(config, home)
+    say = out.print
+    _service_logging()
+    log = logging.getLogger("alloop.worker")
+    store = open_store(s)
+    service = None
+    try:
+        handle = label_studio(s, say=say)
+        job_progress = LogProgress(logging.getLogger("alloop.progress").info)
+        service = LoopService.from_settings(
+            s, store=store, handle=handle, say=say, progress=job_progress
+        )
+        service.start(register_webhook=False, connect_ml_backend=False)
+        log.info("worker %s running (project %s)", service.holder, service.tool.project_id)
+        stop = threading.Event()
+
+        def on_signal(signum: int, frame: Any) -> None:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            log.info("stopping (a running job finishes first)")
+            stop.set()
+
+        old_int = signal.signal(signal.SIGINT, on_signal)
+        old_term = signal.signal(signal.SIGTERM, on_signal)
+        try:
+            while not stop.wait(0.5):
+                if parent_pid is not None and os.getppid() != parent_pid:
+                    log.warning("alloop serve (process %d) ended: stopping", parent_pid)
+                    break
+                if not service.running:
+                    raise ConfigError(
+                        "the worker's thread stopped unexpectedly.",
+                        "see the log above, then start alloop worker again.",
+                    )
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
+    finally:
+        if service is not None:
+            service.stop(timeout=100)
+        store.close()
+
+
+def _serve_banner(s: Settings, service: Any, url: str, handle: Any, child: Any = None) -> list[str]:
     """What ``alloop serve`` prints once it runs: one short label and one value per line, so
     addresses and paths stay whole in an 80-column terminal and in a log."""
     pid = service.tool.project_id
@@ -737,6 +846,12 @@ def _serve_banner(s: Settings, service: Any, url: str, handle: Any) -> list[str]
         ("", "webhook_secret, ml_password"),
         ("ports", f"service {s.service.port} (ALLOOP_SERVICE__PORT)"),
     ]
+    worker_at = {
+        "process": f"process {child.pid if child is not None else '?'} (alloop worker)",
+        "thread": "in this process",
+        "none": "not here: run alloop worker apart",
+    }[s.service.worker]
+    rows.append(("worker", f"{worker_at} (service.worker)"))
     if handle.server is not None:
         rows.append(("", f"Label Studio {s.label_studio.port} (ALLOOP_LABEL_STUDIO__PORT)"))
     rows.append(("Ctrl-C stops (a running job finishes first; a rerun resumes).", None))

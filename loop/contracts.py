@@ -17,6 +17,8 @@ from loop.records import (
     AddItemsResult,
     Item,
     Iteration,
+    Job,
+    JobRequest,
     Label,
     LabelRejection,
     LabelRequest,
@@ -271,6 +273,46 @@ class Store(Protocol):
 
     def lease(self, name: str) -> tuple[str, datetime] | None:
         """``(holder, expires_at)`` of an unexpired lease, else None."""
+        ...
+
+    # -- jobs: what a web process asks of the worker, and what the worker ran ----------------
+    def request_job(self, kind: str, source: str, *, push: bool = False) -> int:
+        """Ask the worker (any process) for a job: ``kind`` iteration | retrain | nightly |
+        reconcile. Returns the request's id."""
+        ...
+
+    def job_requests(self) -> list[JobRequest]:
+        """Requests no worker took yet, oldest first."""
+        ...
+
+    def take_job_requests(self, holder: str) -> list[JobRequest]:
+        """Take every untaken request for ``holder``; each goes to exactly one taker."""
+        ...
+
+    def start_job(
+        self, lane: str, kind: str, holder: str, sources: Sequence[str], reason: str
+    ) -> Job:
+        """Record a job starting now (``lane`` fast | slow, status running)."""
+        ...
+
+    def update_job(
+        self,
+        job_id: int,
+        *,
+        status: str | None = None,
+        result: Mapping[str, Any] | None = None,
+        error: str | None = None,
+        lease_lost: bool | None = None,
+        progress: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Job:
+        """Change a running job's record; a finished status stamps ``finished_at``. A
+        finished job stays as it is."""
+        ...
+
+    def jobs(
+        self, *, lane: str | None = None, status: str | None = None, limit: int | None = 10
+    ) -> list[Job]:
+        """The newest ``limit`` job records, oldest first."""
         ...
 
     # -- key/value metadata (classes, sync cursor, ...) ------------------------------------

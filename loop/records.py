@@ -165,3 +165,58 @@ class LabelRequest:
     prediction: str | None = None  # the model's top class, shown as a pre-annotation
     confidence: float | None = None  # the model's probability for ``prediction``
     model_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """A job asked of the worker through the database (by a web process, the ML backend or
+    another front): ``kind`` iteration | retrain | nightly | reconcile. Taken once, by one
+    worker (``taken_by``)."""
+
+    id: int
+    kind: str
+    source: str
+    push: bool = False
+    requested_at: datetime | None = None
+    taken_by: str | None = None
+    taken_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One job a worker ran or runs: ``lane`` fast (iteration | retrain | nightly | refresh) or
+    slow (slow-train); ``status`` running | done | failed | interrupted (its process died).
+    ``progress``: the steps in flight while it runs (description, total, done, seconds)."""
+
+    id: int
+    lane: str
+    kind: str
+    holder: str
+    sources: tuple[str, ...]
+    reason: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    result: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    lease_lost: bool = False
+    progress: tuple[Mapping[str, Any], ...] = ()
+    updated_at: datetime | None = None
+
+    def as_dict(self, now: datetime | None = None) -> dict[str, Any]:
+        end = self.finished_at or now or self.updated_at or self.started_at
+        return {
+            "id": self.id,
+            "lane": self.lane,
+            "kind": self.kind,
+            "holder": self.holder,
+            "sources": list(self.sources),
+            "reason": self.reason,
+            "status": self.status,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "seconds": round((end - self.started_at).total_seconds(), 3),
+            "result": dict(self.result),
+            "error": self.error,
+            "lease_lost": self.lease_lost,
+        }

@@ -8,6 +8,7 @@ Values come from (highest first): explicit overrides (CLI options), environment 
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -192,6 +193,13 @@ class ServiceSettings(BaseModel):
     max_body_bytes: int = Field(1_000_000, ge=1024, description="larger requests get 413")
     lease_seconds: float = Field(
         60.0, gt=1, description="iteration lease time-to-live (renewed while running)"
+    )
+    worker: Literal["process", "thread", "none"] = Field(
+        "process",
+        description="where alloop serve runs the worker (poll, train, select, push, slow lane, "
+        "nightly): 'process' = a child process of its own (alloop worker, restarted if it "
+        "dies), so training never slows the web process; 'thread' = inside the web process; "
+        "'none' = not here (run alloop worker apart, e.g. a second Deployment)",
     )
     nightly: str | None = Field(
         None, description="cron time 'HH:MM' of the nightly retrain; None = off"
@@ -442,6 +450,30 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
+
+
+def as_environment(settings: Settings) -> dict[str, str]:
+    """The explicitly set fields of ``settings`` as ``ALLOOP_*`` environment variables (nested
+    settings joined by ``__``, lists as JSON), so a child process (``alloop worker``) builds
+    the same settings with :func:`load_settings`."""
+    out: dict[str, str] = {}
+
+    def put(name: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                put(f"{name}__{str(k).upper()}", v)
+        elif value is None:
+            return
+        elif isinstance(value, bool):
+            out[name] = "true" if value else "false"
+        elif isinstance(value, list | tuple):
+            out[name] = json.dumps([str(v) if isinstance(v, Path) else v for v in value])
+        else:
+            out[name] = str(value)
+
+    for key, value in settings.model_dump(exclude_unset=True).items():
+        put(f"ALLOOP_{key.upper()}", value)
+    return out
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -17,6 +17,10 @@ this schema; a test compares the two on SQLite and PostgreSQL.
 - ``leases``: named leases, one row per name while some holder has (or last had) it; a lease
   is live while ``expires_at`` is in the future. ``acquired_at`` is when the current holder
   took it, ``renewed_at`` its last acquire or renew.
+- ``job_requests``: jobs asked of the worker through the database (a web process apart from
+  the worker writes them); ``taken_by`` / ``taken_at`` once a worker took one.
+- ``jobs``: every job a worker ran, with its status, result and (while it runs) the progress
+  of its steps, so a web process apart from the worker can show them.
 """
 
 from __future__ import annotations
@@ -200,4 +204,37 @@ leases = sa.Table(
     sa.Column("acquired_at", UTCDateTime(), nullable=False),
     sa.Column("expires_at", UTCDateTime(), nullable=False),
     sa.Column("renewed_at", UTCDateTime(), nullable=False),
+)
+
+job_requests = sa.Table(
+    "job_requests",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.Text(), nullable=False),
+    sa.Column("source", sa.Text(), nullable=False),
+    sa.Column("push", sa.Boolean(), nullable=False),
+    sa.Column("requested_at", UTCDateTime(), nullable=False),
+    sa.Column("taken_by", sa.Text(), nullable=True),
+    sa.Column("taken_at", UTCDateTime(), nullable=True),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("lane", sa.Text(), nullable=False),
+    sa.Column("kind", sa.Text(), nullable=False),
+    sa.Column("holder", sa.Text(), nullable=False),
+    sa.Column("sources", json_type(), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("status", sa.Text(), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime(), nullable=True),
+    sa.Column("result", json_type(), nullable=False),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("lease_lost", sa.Boolean(), nullable=False),
+    sa.Column("progress", json_type(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "lane", "id"),
+    sa.Index(None, "status"),
 )

@@ -43,6 +43,8 @@ from loop.records import (
     AddItemsResult,
     Item,
     Iteration,
+    Job,
+    JobRequest,
     Label,
     LabelRejection,
     LabelSnapshot,
@@ -57,6 +59,9 @@ T = TypeVar("T")
 
 ITERATION_STATUSES: tuple[str, ...] = ("running", "done", "failed")
 MODEL_STATUSES: tuple[str, ...] = ("candidate", "promoted", "rejected")
+JOB_REQUEST_KINDS: tuple[str, ...] = ("iteration", "retrain", "nightly", "reconcile")
+JOB_LANES: tuple[str, ...] = ("fast", "slow")
+JOB_STATUSES: tuple[str, ...] = ("running", "done", "failed", "interrupted")
 # Ids per IN (...) list: far below SQLite's 32,766 and PostgreSQL's 65,535 bound parameters.
 _CHUNK = 2000
 _SHOW = 5  # ids quoted in an error message
@@ -253,6 +258,37 @@ def _iteration(row: Row[Any]) -> Iteration:
         finished_at=row.finished_at,
         timings=dict(row.timings),
         info=dict(row.info),
+    )
+
+
+def _job_request(row: Row[Any]) -> JobRequest:
+    return JobRequest(
+        id=row.id,
+        kind=row.kind,
+        source=row.source,
+        push=bool(row.push),
+        requested_at=row.requested_at,
+        taken_by=row.taken_by,
+        taken_at=row.taken_at,
+    )
+
+
+def _job(row: Row[Any]) -> Job:
+    return Job(
+        id=row.id,
+        lane=row.lane,
+        kind=row.kind,
+        holder=row.holder,
+        sources=tuple(row.sources),
+        reason=row.reason,
+        status=row.status,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        result=dict(row.result),
+        error=row.error,
+        lease_lost=bool(row.lease_lost),
+        progress=tuple(dict(p) for p in row.progress),
+        updated_at=row.updated_at,
     )
 
 
@@ -1506,6 +1542,139 @@ class SqlStore:
                 )
             ).first()
         return None if row is None else (row.holder, row.expires_at)
+
+    # -- jobs: requests to the worker and the jobs it ran ---------------------------------
+    def request_job(self, kind: str, source: str, *, push: bool = False) -> int:
+        """Ask the worker for a job through the database; returns the request's id."""
+        _check_choice(kind, JOB_REQUEST_KINDS, "job request kind")
+        _require_str(source, "job request source")
+        jr = m.job_requests
+
+        def work(conn: Connection) -> int:
+            row = conn.execute(
+                jr.insert()
+                .values(kind=kind, source=source, push=bool(push), requested_at=self._lease_now())
+                .returning(jr.c.id)
+            ).one()
+            return int(row.id)
+
+        return self._write("record a job request", work)
+
+    def job_requests(self) -> list[JobRequest]:
+        """The requests no worker took yet, oldest first."""
+        jr = m.job_requests
+        with self._read("read the job requests") as conn:
+            rows = conn.execute(sa.select(jr).where(jr.c.taken_by.is_(None)).order_by(jr.c.id))
+            return [_job_request(r) for r in rows]
+
+    def take_job_requests(self, holder: str) -> list[JobRequest]:
+        """Take every request no worker took yet, for ``holder`` (one conditional update: of
+        workers racing, each request goes to exactly one). Oldest first."""
+        _require_str(holder, "job request holder")
+        jr = m.job_requests
+
+        def work(conn: Connection) -> list[JobRequest]:
+            rows = conn.execute(
+                jr.update()
+                .where(jr.c.taken_by.is_(None))
+                .values(taken_by=holder, taken_at=self._lease_now())
+                .returning(*jr.c)
+            ).all()
+            return sorted((_job_request(r) for r in rows), key=lambda r: r.id)
+
+        return self._write("take the job requests", work)
+
+    def start_job(
+        self, lane: str, kind: str, holder: str, sources: Sequence[str], reason: str
+    ) -> Job:
+        """Record a job that starts now (status running); returns it with its id."""
+        _check_choice(lane, JOB_LANES, "job lane")
+        _require_str(kind, "job kind")
+        _require_str(holder, "job holder")
+        who = [_require_str(x, "job source") for x in sources]
+        _require_str(reason, "job reason", empty=True)
+        j = m.jobs
+
+        def work(conn: Connection) -> Job:
+            now = self._lease_now()
+            row = conn.execute(
+                j.insert()
+                .values(
+                    lane=lane,
+                    kind=kind,
+                    holder=holder,
+                    sources=who,
+                    reason=reason,
+                    status="running",
+                    started_at=now,
+                    result={},
+                    lease_lost=False,
+                    progress=[],
+                    updated_at=now,
+                )
+                .returning(*j.c)
+            ).one()
+            return _job(row)
+
+        return self._write("record a job", work)
+
+    def update_job(
+        self,
+        job_id: int,
+        *,
+        status: str | None = None,
+        result: Mapping[str, Any] | None = None,
+        error: str | None = None,
+        lease_lost: bool | None = None,
+        progress: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Job:
+        """Change a job's record; a finished status (done | failed | interrupted) stamps
+        ``finished_at`` and clears the progress. A finished job does not change again."""
+        values: dict[str, Any] = {}
+        if status is not None:
+            values["status"] = _check_choice(status, JOB_STATUSES, "job status")
+        if result is not None:
+            values["result"] = _json(result, "the job's result")
+        if error is not None:
+            values["error"] = _require_str(error, "job error", empty=True)
+        if lease_lost is not None:
+            values["lease_lost"] = bool(lease_lost)
+        if progress is not None:
+            values["progress"] = _json([dict(p) for p in progress], "the job's progress")
+        j = m.jobs
+
+        def work(conn: Connection) -> Job:
+            now = self._lease_now()
+            row = conn.execute(sa.select(j).where(j.c.id == job_id)).first()
+            if row is None:
+                raise StoreError(
+                    f"Expected a recorded job with id {job_id!r}; found none.",
+                    "pass the id start_job returned.",
+                )
+            if row.status != "running":
+                return _job(row)
+            extra: dict[str, Any] = {"updated_at": now}
+            if values.get("status", "running") != "running":
+                extra.update(finished_at=now, progress=[])
+            conn.execute(j.update().where(j.c.id == job_id).values(**values, **extra))
+            return _job(conn.execute(sa.select(j).where(j.c.id == job_id)).one())
+
+        return self._write("update a job", work)
+
+    def jobs(
+        self, *, lane: str | None = None, status: str | None = None, limit: int | None = 10
+    ) -> list[Job]:
+        """The newest ``limit`` jobs (of ``lane``, with ``status``; None = all), oldest first."""
+        j = m.jobs
+        query = sa.select(j).order_by(j.c.id.desc())
+        if lane is not None:
+            query = query.where(j.c.lane == _check_choice(lane, JOB_LANES, "job lane"))
+        if status is not None:
+            query = query.where(j.c.status == _check_choice(status, JOB_STATUSES, "job status"))
+        if limit is not None:
+            query = query.limit(int(limit))
+        with self._read("read the jobs") as conn:
+            return [_job(r) for r in reversed(conn.execute(query).all())]
 
     # -- key/value metadata --------------------------------------------------------------
     def get_meta(self, key: str, default: Any = None) -> Any:

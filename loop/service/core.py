@@ -10,6 +10,14 @@ Threads::
     API / schedule: trigger(...) ----------------------->    nightly retrain
                                                       (lease renewed by a heartbeat thread)
 
+A watcher thread (every ``WATCH_SECONDS``) takes the job requests other processes wrote into
+the database (``Store.request_job``), notices labels written by other processes (the label
+revision), writes the running jobs' progress into their ``jobs`` records and reports the
+worker's state (meta ``worker``). That is how the worker runs apart from the web process:
+``LoopService(..., worker=False)`` is a front (HTTP only: webhooks store labels, triggers
+become job requests, status comes from the database) and ``alloop worker`` (or the child
+process ``alloop serve`` starts) runs the worker threads.
+
 Requests only write and signal: training never happens inside a request. Signals set flags
 (a burst of events is one pending check, not a queue), so events arriving while a job runs
 lead to at most one more job. The worker takes the lease before any job; when another process
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -58,10 +67,27 @@ SECRET_HEADER = "X-Alloop-Secret"
 WEBHOOK_SOURCE = "label-studio"  # the Label object's source for Label Studio answers
 JOB_HISTORY = 50
 MAX_FAILURE_BACKOFF_S = 300.0
+WATCH_SECONDS = 0.5  # the watcher's tick: job requests, label revision, progress, heartbeat
+HEARTBEAT_SECONDS = 2.0  # the worker's report (meta "worker") and its jobs' records, at least
+WORKER_STALE_SECONDS = 15.0  # a report or running job record older than this: its worker is gone
+WORKER_META = "worker"
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain JSON for a job record (NaN and infinity become None)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    return str(value)
 
 
 # -- progress and jobs -----------------------------------------------------------------------
@@ -295,8 +321,12 @@ class LoopService:
         lease_retry_seconds: float | None = None,
         holder: str | None = None,
         owns_store: bool = False,
+        worker: bool = True,
     ) -> None:
         self.store = store
+        # False: a front; the worker runs in another process (alloop worker) and is reached
+        # through the database
+        self.has_worker = worker
         self.controller = controller
         self.tool = tool
         self.settings = settings
@@ -354,6 +384,12 @@ class LoopService:
         self._slow_failures = 0
         self.webhook_id: int | None = None
         self.ml_backend: int | None = None  # Label Studio's id of the ML backend connection
+        self._watcher: threading.Thread | None = None
+        self._started = False
+        self._seen_revision: int | None = None
+        self._reported: tuple[Any, float] = (None, 0.0)  # (what was reported, when)
+        self._flushed: dict[int, tuple[Any, float]] = {}  # job id -> (progress, when)
+        self._started_at = _now()
 
     # -- construction from settings ------------------------------------------------------
     @classmethod
@@ -365,10 +401,12 @@ class LoopService:
         handle: LabelStudioHandle | None = None,
         say: Callable[[str], None] = print,
         progress: Progress = SILENT,
+        worker: bool = True,
     ) -> LoopService:
         """Build every part through :mod:`loop.wiring`: the store (when none is given; the
         service then closes it on ``stop``), the class list, Label Studio (``handle``, or the
-        configured / local one), the tool on the project, and the controller."""
+        configured / local one), the tool on the project, and the controller. ``worker=False``:
+        a front (see :class:`LoopService`)."""
         from loop.wiring import (
             build_controller,
             label_studio,
@@ -388,7 +426,7 @@ class LoopService:
             if owns:
                 store.close()
             raise
-        return cls(store, controller, tool, settings, owns_store=owns)
+        return cls(store, controller, tool, settings, owns_store=owns, worker=worker)
 
     # -- addresses -----------------------------------------------------------------------
     @property
@@ -417,7 +455,7 @@ class LoopService:
         already listen: Label Studio calls it while connecting); then start the poller (it
         polls at once: events lost while the service was down are ingested), the worker (it
         resumes an unfinished iteration) and the nightly schedule."""
-        if self._worker is not None:
+        if self._worker is not None or self._watcher is not None:
             raise ConfigError("the service is already started.", "call stop() first.")
         register = getattr(self.tool, "register_webhook", None)
         if register_webhook and register is not None:
@@ -436,7 +474,14 @@ class LoopService:
             except AlloopError as err:  # the loop works without it: say so and go on
                 log.warning("could not connect the ML backend %s: %s", self.ml_url, err)
         self._stop.clear()
+        if not self.has_worker:  # a front: the worker runs in another process
+            self._started = True
+            return
+        self._interrupt_orphaned_jobs()
+        self._seen_revision = None
         self._signal(check=True, source="start")
+        self._watcher = threading.Thread(target=self._watch_loop, name="alloop-watch", daemon=True)
+        self._watcher.start()
         self._worker = threading.Thread(target=self._worker_loop, name="alloop-worker", daemon=True)
         self._poller = threading.Thread(target=self._poll_loop, name="alloop-poller", daemon=True)
         self._worker.start()
@@ -464,14 +509,19 @@ class LoopService:
             self._scheduler = None
         deadline = time.monotonic() + timeout
         ended = True
-        for t in (self._poller, self._worker, self._slow):
+        for t in (self._poller, self._worker, self._slow, self._watcher):
             if t is not None:
                 t.join(max(0.0, deadline - time.monotonic()))
                 ended &= not t.is_alive()
         if ended:
-            self._worker = self._poller = self._slow = None
+            was_worker = self._watcher is not None
+            self._worker = self._poller = self._slow = self._watcher = None
+            self._started = False
             with contextlib.suppress(AlloopError):
                 self.store.release_lease(LEASE_NAME, self.holder)
+            if was_worker:
+                with contextlib.suppress(AlloopError):
+                    self._report(force=True, stopped=True)
             if self._owns_store:
                 self.store.close()
         else:
@@ -485,7 +535,11 @@ class LoopService:
 
     @property
     def running(self) -> bool:
-        return self._worker is not None and self._worker.is_alive()
+        """Whether a worker runs: this process's threads, or (a front) a worker process that
+        reported within ``WORKER_STALE_SECONDS``."""
+        if self.has_worker:
+            return self._worker is not None and self._worker.is_alive()
+        return self._worker_report() is not None
 
     # -- signals and triggers ------------------------------------------------------------
     def _signal(
@@ -520,12 +574,18 @@ class LoopService:
         return already
 
     def notify_labels(self, source: str = "labels") -> None:
-        """Labels arrived: the worker checks whether an iteration is due."""
-        self._signal(check=True, source=source)
+        """Labels arrived: the worker checks whether an iteration is due (a worker process
+        notices the new label revision by itself)."""
+        if self.has_worker:
+            self._signal(check=True, source=source)
 
     def request_reconcile(self) -> None:
-        """Have the poller sync at once (e.g. an annotation was deleted)."""
-        self._reconcile.set()
+        """Have the poller sync at once (e.g. an annotation was deleted); a front asks the
+        worker process through the database."""
+        if self.has_worker:
+            self._reconcile.set()
+        else:
+            self.store.request_job("reconcile", "webhook")
 
     def trigger(self, kind: str, source: str, *, push: bool = False) -> TriggerResult:
         """Ask for a job: ``iteration`` (train if due, select, push), ``retrain`` (an
@@ -539,6 +599,8 @@ class LoopService:
         a refill, or ``push`` asks for one."""
         if kind not in ("iteration", "retrain", "nightly"):
             raise ConfigError(f"unknown job kind {kind!r}.", "use iteration, retrain or nightly.")
+        if not self.has_worker:
+            return self._request_apart(kind, source, push)
         running = self._running
         if kind == "retrain" and not push and running is None:
             with self._cv:
@@ -581,6 +643,52 @@ class LoopService:
         else:
             state, detail = "started", f"the worker starts the {kind} now"
         log.info("%s requested by %s: %s", kind, source, state)
+        return TriggerResult(kind, state, detail, running.kind if running else None, other)
+
+    def _request_apart(self, kind: str, source: str, push: bool) -> TriggerResult:
+        """``trigger`` of a front: the request goes into the database for the worker process
+        (which takes it within ``WATCH_SECONDS``); the answer says what it will find."""
+        waiting = self.store.job_requests()
+        running = next(iter(self._store_jobs("fast", running=True)), None)
+        if kind == "retrain" and not push and running is None:
+            asked = any(r.kind in ("iteration", "retrain") for r in waiting)
+            fresh, why = (False, "") if asked else self.controller.up_to_date()
+            if fresh:
+                log.info("retrain requested by %s: up to date (%s)", source, why)
+                return TriggerResult(
+                    kind,
+                    "up-to-date",
+                    f"{why}: nothing new to learn, no retrain and no new batch (POST "
+                    "/api/retrain?push=true pushes a batch from the current model)",
+                )
+        same = [r for r in waiting if r.kind == kind and (r.push or not push)]
+        if not same:
+            self.store.request_job(kind, source, push=push)
+        report = self._worker_report()
+        holder = self._lease_holder()
+        worker_holder = report.get("holder") if report else None
+        other = holder if holder is not None and holder != worker_holder else None
+        if same:
+            state, detail = (
+                "coalesced",
+                f"a {kind} request was already waiting; one job serves both",
+            )
+        elif running is not None:
+            state, detail = "queued", f"runs after the {running.kind} job in progress"
+        elif report is None:
+            state, detail = (
+                "queued",
+                "no worker process is running (start alloop worker); it runs once one starts",
+            )
+        elif other is not None:
+            state, detail = (
+                "blocked",
+                f"another process ({other}) holds the {LEASE_NAME!r} lease; the worker retries "
+                "until it is free",
+            )
+        else:
+            state, detail = "started", f"the worker process takes the {kind} now"
+        log.info("%s requested by %s: %s (through the database)", kind, source, state)
         return TriggerResult(kind, state, detail, running.kind if running else None, other)
 
     def request_retrain(self, reason: str) -> dict[str, Any]:
@@ -840,9 +948,8 @@ class LoopService:
     def _run_job(
         self, kind: str, work: _Pending, reason: str, fn: Callable[[], dict[str, Any]]
     ) -> JobRecord:
-        self._job_ids += 1
         who = work.who("nightly") if kind == "nightly" else work.who("iteration", "check")
-        job = JobRecord(self._job_ids, kind, who, reason, _now())
+        job = JobRecord(self._record_start("fast", kind, who, reason), kind, who, reason, _now())
         self._jobs.append(job)
         self._running = job
         log.info("%s started (%s)", kind, reason)
@@ -868,8 +975,182 @@ class LoopService:
         finally:
             job.finished_at = _now()
             self._running = None
+            self._record_end(job)
             self._slow_kick.set()  # new labels may make the slow lane due
         return job
+
+    # -- job records, the watcher and the worker's report ---------------------------------
+    def _record_start(self, lane: str, kind: str, who: tuple[str, ...], reason: str) -> int:
+        """The job's record in the store (its id); a local id when the store cannot take it
+        (the job itself then reports the store's error)."""
+        try:
+            return self.store.start_job(lane, kind, self.holder, who, reason).id
+        except AlloopError as err:
+            log.warning("could not record the %s job: %s", kind, err)
+            self._job_ids -= 1
+            return self._job_ids
+
+    def _record_end(self, job: JobRecord) -> None:
+        self._flushed.pop(job.id, None)
+        if job.id < 0:
+            return
+        try:
+            self.store.update_job(
+                job.id,
+                status=job.status if job.status in ("done", "failed") else "failed",
+                result=_plain(job.result),
+                error=job.error,
+                lease_lost=job.lease_lost,
+            )
+        except AlloopError as err:
+            log.warning("could not record the end of the %s job: %s", job.kind, err)
+
+    def _interrupt_orphaned_jobs(self) -> None:
+        """Mark running job records whose process died (or stopped reporting) interrupted."""
+        try:
+            running = self.store.jobs(status="running", limit=None)
+        except AlloopError as err:
+            log.warning("could not read the job records: %s", err)
+            return
+        cutoff = _now().timestamp() - WORKER_STALE_SECONDS
+        for j in running:
+            seen = (j.updated_at or j.started_at).timestamp()
+            if j.holder != self.holder and (lease.holder_is_stale(j.holder) or seen < cutoff):
+                with contextlib.suppress(AlloopError):
+                    self.store.update_job(
+                        j.id, status="interrupted", error="its process ended while it ran"
+                    )
+                log.info(
+                    "job %d (%s of %s) was interrupted by its process's end", j.id, j.kind, j.holder
+                )
+
+    def _watch_loop(self) -> None:
+        failing = False
+        while not self._stop.wait(WATCH_SECONDS):
+            try:
+                self.watch_once()
+                failing = False
+            except AlloopError as err:  # e.g. the database is down: tried again next tick
+                if not failing:
+                    log.warning("the watcher could not read the database: %s", err)
+                failing = True
+            except Exception:  # noqa: BLE001 - a background thread must survive to retry
+                log.exception("the watcher failed")
+
+    def watch_once(self) -> None:
+        """One watcher tick: take the job requests written by other processes, notice labels
+        they wrote, write the running jobs' progress, report the worker's state."""
+        for req in self.store.take_job_requests(self.holder):
+            log.info("%s requested by %s (through the database)", req.kind, req.source)
+            if req.kind == "reconcile":
+                self._reconcile.set()
+            elif req.kind == "nightly":
+                self._signal(nightly=True, source=req.source)
+            else:
+                self._signal(
+                    iteration=True,
+                    force_train=req.kind == "retrain",
+                    push=req.push,
+                    source=req.source,
+                )
+        revision = self.store.label_revision()
+        if self._seen_revision is not None and revision != self._seen_revision:
+            self._signal(check=True, source="labels")
+        self._seen_revision = revision
+        for job, progress in (
+            (self._running, self.progress),
+            (self._slow_running, self._slow_progress),
+        ):
+            if job is not None and job.id >= 0:
+                self._flush(job, progress.snapshot())
+        self._report()
+
+    def _flush(self, job: JobRecord, snapshot: list[dict[str, Any]]) -> None:
+        """Write a running job's progress when its steps moved (or every HEARTBEAT_SECONDS,
+        which also shows the job is alive)."""
+        shape = [(p["description"], p["total"], p["done"]) for p in snapshot]
+        last, at = self._flushed.get(job.id, (None, 0.0))
+        if shape == last and time.monotonic() - at < HEARTBEAT_SECONDS:
+            return
+        self.store.update_job(job.id, progress=_plain(snapshot))
+        self._flushed[job.id] = (shape, time.monotonic())
+
+    def _report(self, *, force: bool = False, stopped: bool = False) -> None:
+        """The worker's state in meta ``worker`` (for fronts in other processes), written when
+        it changed or every HEARTBEAT_SECONDS."""
+        with self._cv:
+            p = self._pending
+            pending = {
+                "check": p.check,
+                "iteration": p.iteration,
+                "force_train": p.force_train,
+                "nightly": p.nightly,
+                "refresh": p.refresh,
+            }
+            busy = self._busy
+        running, slow = self._running, self._slow_running
+        state = {
+            "busy": busy,
+            "pending": pending,
+            "running": running.id if running else None,
+            "slow_running": slow.id if slow else None,
+            "last_poll": self._last_poll,
+            "stopped": stopped,
+        }
+        last, at = self._reported
+        if not force and state == last and time.monotonic() - at < HEARTBEAT_SECONDS:
+            return
+        sched = self.schedule_status()
+        self.store.set_meta(
+            WORKER_META,
+            _plain(
+                {
+                    **state,
+                    "holder": self.holder,
+                    "at": _now().isoformat(),
+                    "started_at": self._started_at.isoformat(),
+                    "slow_thread": self._slow is not None and self._slow.is_alive(),
+                    "next_nightly": sched["next_run"],
+                }
+            ),
+        )
+        self._reported = (state, time.monotonic())
+
+    def _worker_report(self) -> dict[str, Any] | None:
+        """The worker process's last report, when it is recent and it has not stopped."""
+        try:
+            report = self.store.get_meta(WORKER_META)
+        except AlloopError:
+            return None
+        if not isinstance(report, dict) or report.get("stopped"):
+            return None
+        try:
+            age = _now().timestamp() - datetime.fromisoformat(report["at"]).timestamp()
+        except (KeyError, TypeError, ValueError):
+            return None
+        return {**report, "seconds_ago": round(age, 3)} if age < WORKER_STALE_SECONDS else None
+
+    def _store_jobs(self, lane: str, *, running: bool = False, limit: int = 10) -> list[Any]:
+        """Job records of ``lane`` (newest ``limit``; ``running``: those running now, newest
+        first). A running record its worker stopped updating is not running."""
+        cutoff = _now().timestamp() - WORKER_STALE_SECONDS
+        if running:
+            rows = self.store.jobs(lane=lane, status="running", limit=limit)
+            return [
+                j for j in reversed(rows) if (j.updated_at or j.started_at).timestamp() >= cutoff
+            ]
+        return self.store.jobs(lane=lane, limit=limit)
+
+    def _jobs_from_store(self, lane: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        now = _now()
+        running = next(iter(self._store_jobs(lane, running=True)), None)
+        recent = [j.as_dict(now) for j in self._store_jobs(lane)]
+        shown = (
+            {**running.as_dict(now), "progress": [dict(p) for p in running.progress]}
+            if running
+            else None
+        )
+        return shown, recent
 
     # -- the slow lane -------------------------------------------------------------------
     def _slow_loop(self) -> None:
@@ -901,8 +1182,8 @@ class LoopService:
         if not self._acquire(SLOW_LEASE_NAME):
             return None
         heartbeat = self._heartbeat(SLOW_LEASE_NAME, lambda: self._slow_running)
-        self._job_ids += 1
-        job = JobRecord(self._job_ids, "slow-train", ("slow-lane",), why, _now())
+        job_id = self._record_start("slow", "slow-train", ("slow-lane",), why)
+        job = JobRecord(job_id, "slow-train", ("slow-lane",), why, _now())
         self._slow_jobs.append(job)
         self._slow_running = job
         log.info("slow lane: training %s (%s)", getattr(ctrl.slow_trainer, "name", "?"), why)
@@ -938,6 +1219,7 @@ class LoopService:
             job.finished_at = _now()
             self._slow_running = None
             heartbeat.stop()
+            self._record_end(job)
             lease.release(store, SLOW_LEASE_NAME, self.holder)
         return job
 
@@ -952,19 +1234,27 @@ class LoopService:
             due, why = ctrl.slow_due()
         except AlloopError as err:
             due, why = False, str(err)
-        running = self._slow_running
+        if not self.has_worker:
+            shown, recent = self._jobs_from_store("slow")
+            report = self._worker_report()
+            thread = bool(report and report.get("slow_thread"))
+        else:
+            running = self._slow_running
+            shown = (
+                {**running.as_dict(), "progress": self._slow_progress.snapshot()}
+                if running
+                else None
+            )
+            recent = [j.as_dict() for j in list(self._slow_jobs)[-10:]]
+            thread = self._slow is not None and self._slow.is_alive()
         return {
             "model": slow.name,
             "min_new_labels": ctrl.slow_min_new_labels,
             "due": due,
             "reason": why,
-            "thread_running": self._slow is not None and self._slow.is_alive(),
-            "running": (
-                {**running.as_dict(), "progress": self._slow_progress.snapshot()}
-                if running
-                else None
-            ),
-            "recent": [j.as_dict() for j in list(self._slow_jobs)[-10:]],
+            "thread_running": thread,
+            "running": shown,
+            "recent": recent,
         }
 
     def _iterate(self, force: bool, push: bool = False) -> dict[str, Any]:
@@ -1024,6 +1314,8 @@ class LoopService:
     # -- status --------------------------------------------------------------------------
     def job_status(self) -> dict[str, Any]:
         """The running job (with the progress of its current step) and the recent ones."""
+        if not self.has_worker:
+            return self._job_status_apart()
         running = self._running
         with self._cv:
             p = self._pending
@@ -1044,6 +1336,42 @@ class LoopService:
             "recent": [j.as_dict() for j in list(self._jobs)[-10:]],
         }
 
+    def _job_status_apart(self) -> dict[str, Any]:
+        """``job_status`` of a front: the worker process's records and report, and the
+        requests it has not taken yet."""
+        running, recent = self._jobs_from_store("fast")
+        report = self._worker_report()
+        pending = dict.fromkeys(("check", "iteration", "force_train", "nightly", "refresh"), False)
+        if report:
+            pending.update(
+                {k: bool(v) for k, v in report.get("pending", {}).items() if k in pending}
+            )
+        for req in self.store.job_requests():
+            if req.kind in ("iteration", "retrain"):
+                pending["iteration"] = True
+                pending["force_train"] |= req.kind == "retrain"
+            elif req.kind == "nightly":
+                pending["nightly"] = True
+        return {
+            "running": running,
+            "worker_busy": bool(report and report.get("busy")),
+            "pending": pending,
+            "recent": recent,
+        }
+
+    def worker_status(self) -> dict[str, Any]:
+        """Where the worker runs: in this process, or apart (its holder id and last report)."""
+        if self.has_worker:
+            return {"apart": False, "holder": self.holder, "running": self.running}
+        report = self._worker_report()
+        return {
+            "apart": True,
+            "holder": report.get("holder") if report else None,
+            "running": report is not None,
+            "reported_seconds_ago": report.get("seconds_ago") if report else None,
+            "started_at": report.get("started_at") if report else None,
+        }
+
     def lease_status(self) -> dict[str, Any]:
         lease = self.store.lease(LEASE_NAME)
         return {
@@ -1057,7 +1385,10 @@ class LoopService:
     def schedule_status(self) -> dict[str, Any]:
         svc = self.settings.service
         next_run = None
-        if self._scheduler is not None:
+        if not self.has_worker:
+            report = self._worker_report()
+            next_run = report.get("next_nightly") if report else None
+        elif self._scheduler is not None:
             job = self._scheduler.get_job("nightly")
             if job is not None and job.next_run_time is not None:
                 next_run = job.next_run_time.isoformat()
@@ -1077,7 +1408,12 @@ class LoopService:
         info["job"] = self.job_status()
         info["lease"] = self.lease_status()
         info["webhooks"] = self.webhook_stats.as_dict()
-        info["poll"] = {"every_seconds": self.poll_seconds, "last": self._last_poll}
+        last_poll = self._last_poll
+        if not self.has_worker:
+            report = self._worker_report()
+            last_poll = report.get("last_poll") if report else None
+        info["poll"] = {"every_seconds": self.poll_seconds, "last": last_poll}
+        info["worker"] = self.worker_status()
         info["schedule"] = self.schedule_status()
         info["service"] = {
             "public_url": self.public_url,

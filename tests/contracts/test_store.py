@@ -1841,3 +1841,105 @@ def test_texts_over_the_stores_cap_are_refused(store_url: str) -> None:
         assert [i.id for i in s.items()] == ["a"]
     finally:
         s.close()
+
+
+# -- jobs: requests to the worker, and the jobs it ran ---------------------------------------
+def test_job_requests_are_taken_once_oldest_first(clocked: SqlStore, clock: FakeClock) -> None:
+    assert clocked.job_requests() == [] and clocked.take_job_requests("w-1") == []
+    a = clocked.request_job("retrain", "api", push=True)
+    clock.advance(1)
+    b = clocked.request_job("reconcile", "webhook")
+    waiting = clocked.job_requests()
+    assert [(r.id, r.kind, r.source, r.push, r.taken_by) for r in waiting] == [
+        (a, "retrain", "api", True, None),
+        (b, "reconcile", "webhook", False, None),
+    ]
+    assert waiting[0].requested_at == T0 and waiting[1].requested_at == T0 + timedelta(seconds=1)
+    clock.advance(1)
+    taken = clocked.take_job_requests("w-1")
+    assert [(r.id, r.taken_by, r.taken_at) for r in taken] == [
+        (a, "w-1", T0 + timedelta(seconds=2)),
+        (b, "w-1", T0 + timedelta(seconds=2)),
+    ]
+    assert clocked.job_requests() == [] and clocked.take_job_requests("w-2") == []
+    c = clocked.request_job("nightly", "schedule")
+    assert [r.id for r in clocked.take_job_requests("w-2")] == [c] and c > b
+
+
+@pytest.mark.parametrize(
+    ("kind", "source"), [("train", "api"), ("", "api"), ("iteration", ""), ("iteration", 3)]
+)
+def test_a_bad_job_request_raises_and_writes_nothing(
+    store: SqlStore, kind: Any, source: Any
+) -> None:
+    with pytest.raises(StoreError, match="Expected"):
+        store.request_job(kind, source)
+    assert store.job_requests() == []
+
+
+@pytest.mark.timeout(120)
+def test_workers_racing_for_the_requests_each_takes_a_request_at_most_once(
+    store: SqlStore, store_url: str
+) -> None:
+    ids = {store.request_job("iteration", f"client-{k}") for k in range(40)}
+    stores = [SqlStore.open(store_url, migrate=False) for _ in range(4)]
+    try:
+        results = _race(4, lambda i: stores[i].take_job_requests(f"w-{i}"))
+    finally:
+        for s in stores:
+            s.close()
+    assert all(isinstance(r, list) for r in results), results
+    taken = [(r.id, r.taken_by) for got in results for r in got]
+    assert sorted(i for i, _ in taken) == sorted(ids)  # every request once, by one worker
+    for i, got in enumerate(results):
+        assert all(r.taken_by == f"w-{i}" for r in got)
+
+
+def test_a_job_record_runs_then_finishes_once(clocked: SqlStore, clock: FakeClock) -> None:
+    job = clocked.start_job("fast", "iteration", "host:1", ["webhook", "poll"], "12 new labels")
+    assert (job.lane, job.kind, job.holder, job.sources, job.reason, job.status) == (
+        "fast",
+        "iteration",
+        "host:1",
+        ("webhook", "poll"),
+        "12 new labels",
+        "running",
+    )
+    assert job.started_at == job.updated_at == T0 and job.finished_at is None
+    clock.advance(2)
+    steps = [{"description": "train", "total": 3, "done": 1, "seconds": 1.5}]
+    job = clocked.update_job(job.id, progress=steps)
+    assert job.progress == tuple(steps) and job.updated_at == T0 + timedelta(seconds=2)
+    clock.advance(3)
+    done = clocked.update_job(job.id, status="done", result={"summary": "ok", "n": [1, 2]})
+    assert done.status == "done" and done.finished_at == T0 + timedelta(seconds=5)
+    assert done.progress == () and dict(done.result) == {"summary": "ok", "n": [1, 2]}
+    assert done.as_dict()["seconds"] == 5.0
+    # a finished record stays as it is (a late progress flush changes nothing)
+    clock.advance(1)
+    assert clocked.update_job(job.id, status="failed", error="late", progress=steps) == done
+    with pytest.raises(StoreError, match="job with id"):
+        clocked.update_job(10_000, status="done")
+    with pytest.raises(StoreError, match="job status"):
+        clocked.update_job(job.id, status="finished")
+    with pytest.raises(StoreError, match="JSON"):
+        clocked.update_job(job.id, result={"auc": float("nan")})
+
+
+def test_jobs_lists_the_newest_per_lane_and_status_oldest_first(store: SqlStore) -> None:
+    ids = []
+    for k in range(5):
+        j = store.start_job("fast", "iteration", "h", ["api"], f"r{k}")
+        ids.append(j.id)
+    slow = store.start_job("slow", "slow-train", "h", ["slow-lane"], "due")
+    store.update_job(ids[0], status="done")
+    store.update_job(ids[1], status="interrupted")
+    assert [j.id for j in store.jobs(limit=3)] == [ids[3], ids[4], slow.id]
+    assert [j.id for j in store.jobs(lane="fast", limit=None)] == ids
+    assert [j.id for j in store.jobs(lane="slow")] == [slow.id]
+    assert [j.id for j in store.jobs(status="running", limit=None)] == [*ids[2:], slow.id]
+    assert [j.id for j in store.jobs(status="interrupted")] == [ids[1]]
+    with pytest.raises(StoreError, match="job lane"):
+        store.jobs(lane="medium")
+    with pytest.raises(StoreError, match="job lane"):
+        store.start_job("medium", "iteration", "h", [], "")

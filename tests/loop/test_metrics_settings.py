@@ -125,3 +125,32 @@ def test_finetune_small_data_settings_errors_are_clear() -> None:
         load_settings(finetune={"tune": "weekly"})
     with pytest.raises(ConfigError, match="finetune.patience"):
         load_settings(finetune={"patience": 0})
+
+
+def test_settings_passed_through_the_environment_come_back_equal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``alloop serve`` and the tests hand a worker process: every set field, nested
+    ones and lists included, and nothing else (unset fields keep their defaults)."""
+    from loop.settings import Settings, as_environment
+
+    s = Settings(
+        home=tmp_path / "h",
+        cache_dir=tmp_path / "c",
+        batch_size=7,
+        classes=["neg", "pos"],
+        refill_below=0,
+        label_studio={"url": "http://127.0.0.1:1", "token": "t", "poll_seconds": 0.5},
+        service={"worker": "thread", "lease_seconds": 5.0, "connect_ml_backend": False},
+        finetune={"epochs": 3},
+    )
+    env = as_environment(s)
+    assert env["ALLOOP_LABEL_STUDIO__POLL_SECONDS"] == "0.5"
+    assert env["ALLOOP_SERVICE__CONNECT_ML_BACKEND"] == "false"
+    assert env["ALLOOP_CLASSES"] == '["neg", "pos"]'
+    assert "ALLOOP_STRATEGY" not in env  # not set: the child keeps the default too
+    for k in [k for k in __import__("os").environ if k.startswith("ALLOOP_")]:
+        monkeypatch.delenv(k)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert load_settings().model_dump() == s.model_dump()
