@@ -791,8 +791,12 @@ def worker(
         stop = threading.Event()
 
         def on_signal(signum: int, frame: Any) -> None:
+            # a second Ctrl-C aborts; a repeated SIGTERM (systemd and alloop serve both send
+            # one) only asks again
             if stop.is_set():
-                raise KeyboardInterrupt
+                if signum == signal.SIGINT:
+                    raise KeyboardInterrupt
+                return
             log.info("stopping (a running job finishes first)")
             stop.set()
 
