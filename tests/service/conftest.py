@@ -260,8 +260,9 @@ def corpus() -> tuple[list[Item], dict[str, str], list[str], list[str]]:
 
 @pytest.fixture
 def make_env(tmp_path: Path, corpus: Any) -> Iterator[Callable[..., Env]]:
-    """``make_env(start=False, db=None, tool=None, **settings)``: a service over a store (a
-    fresh SQLite file, or ``db`` to share one), seeded with the corpus."""
+    """``make_env(start=False, db=None, tool=None, worker=True, **settings)``: a service over a
+    store (a fresh SQLite file, or ``db`` to share one), seeded with the corpus; ``worker=False``
+    makes it a front whose worker runs elsewhere."""
     items, gold, classes, test_ids = corpus
     made: list[Env] = []
 
@@ -271,6 +272,7 @@ def make_env(tmp_path: Path, corpus: Any) -> Iterator[Callable[..., Env]]:
         db: str | None = None,
         tool: FakeLabelStudio | None = None,
         home: Path | None = None,
+        worker: bool = True,
         **settings_overrides: Any,
     ) -> Env:
         n = len(made)
@@ -302,7 +304,7 @@ def make_env(tmp_path: Path, corpus: Any) -> Iterator[Callable[..., Env]]:
             promotion=settings.promotion,
             seed=3,
         )
-        service = LoopService(store, ctrl, tool, settings, lease_retry_seconds=0.1)
+        service = LoopService(store, ctrl, tool, settings, lease_retry_seconds=0.1, worker=worker)
         client = TestClient(create_app(service))
         env = Env(store, tool, trainer, ctrl, service, client, gold, settings)
         made.append(env)
