@@ -284,9 +284,7 @@ def age_out_of_poll_window(service: Any, bot: Any, item_id: str) -> dict[str, An
 
     The posted events of (a) name annotations that Label Studio does not hold; a poll whose
     window still covers their tasks would rightly withdraw those labels again."""
-    from loop.controller import SYNC_OVERLAP
-
-    window = SYNC_OVERLAP.total_seconds() + service.tool.overlap.total_seconds()
+    window = service.tool.overlap.total_seconds()  # the tool owns the re-read margin
     pushed_at = time.time()
     wait = window + 1.0
     print(f"    letting the cold-start tasks age out of the {window:g} s poll window ({wait:g} s)")

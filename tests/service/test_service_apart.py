@@ -92,6 +92,7 @@ def test_a_front_and_a_worker_meet_only_in_the_database(make_env, tmp_path: Path
     # the worker stops: the front says so at once (its last report says it stopped)
     assert worker.service.stop(timeout=10)
     assert front.service.worker_status()["running"] is False
+    assert "worker: none reports; jobs wait in the database" in front.client.get("/ui/main").text
     r = front.client.post("/api/iterations", headers=front.auth()).json()
     assert r["state"] == "queued" and "no worker process" in r["detail"]
 
