@@ -184,6 +184,16 @@ class _Pending:
     def any(self) -> bool:
         return self.check or self.iteration or self.nightly or self.refresh
 
+    def flags(self) -> dict[str, bool]:
+        """What is waiting, as the status API shows it."""
+        return {
+            "check": self.check,
+            "iteration": self.iteration,
+            "force_train": self.force_train,
+            "nightly": self.nightly,
+            "refresh": self.refresh,
+        }
+
     def merge(self, other: _Pending) -> None:
         self.check |= other.check
         self.iteration |= other.iteration
@@ -1079,14 +1089,7 @@ class LoopService:
         """The worker's state in meta ``worker`` (for fronts in other processes), written when
         it changed or every HEARTBEAT_SECONDS."""
         with self._cv:
-            p = self._pending
-            pending = {
-                "check": p.check,
-                "iteration": p.iteration,
-                "force_train": p.force_train,
-                "nightly": p.nightly,
-                "refresh": p.refresh,
-            }
+            pending = self._pending.flags()
             busy = self._busy
         running, slow = self._running, self._slow_running
         state = {
@@ -1318,14 +1321,7 @@ class LoopService:
             return self._job_status_apart()
         running = self._running
         with self._cv:
-            p = self._pending
-            pending = {
-                "check": p.check,
-                "iteration": p.iteration,
-                "force_train": p.force_train,
-                "nightly": p.nightly,
-                "refresh": p.refresh,
-            }
+            pending = self._pending.flags()
             busy = self._busy
         return {
             "running": (
