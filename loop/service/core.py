@@ -615,15 +615,9 @@ class LoopService:
         if kind == "retrain" and not push and running is None:
             with self._cv:
                 waiting = self._pending.iteration
-            fresh, why = (False, "") if waiting else self.controller.up_to_date()
-            if fresh:
-                log.info("retrain requested by %s: up to date (%s)", source, why)
-                return TriggerResult(
-                    kind,
-                    "up-to-date",
-                    f"{why}: nothing new to learn, no retrain and no new batch (POST "
-                    "/api/retrain?push=true pushes a batch from the current model)",
-                )
+            fresh = None if waiting else self._up_to_date(kind, source)
+            if fresh is not None:
+                return fresh
         coalesced = self._signal(
             iteration=kind != "nightly",
             force_train=kind == "retrain",
@@ -655,6 +649,19 @@ class LoopService:
         log.info("%s requested by %s: %s", kind, source, state)
         return TriggerResult(kind, state, detail, running.kind if running else None, other)
 
+    def _up_to_date(self, kind: str, source: str) -> TriggerResult | None:
+        """The answer to a retrain with nothing new to learn, else None."""
+        fresh, why = self.controller.up_to_date()
+        if not fresh:
+            return None
+        log.info("retrain requested by %s: up to date (%s)", source, why)
+        return TriggerResult(
+            kind,
+            "up-to-date",
+            f"{why}: nothing new to learn, no retrain and no new batch (POST "
+            "/api/retrain?push=true pushes a batch from the current model)",
+        )
+
     def _request_apart(self, kind: str, source: str, push: bool) -> TriggerResult:
         """``trigger`` of a front: the request goes into the database for the worker process
         (which takes it within ``WATCH_SECONDS``); the answer says what it will find."""
@@ -662,15 +669,9 @@ class LoopService:
         running = next(iter(self._store_jobs("fast", running=True)), None)
         if kind == "retrain" and not push and running is None:
             asked = any(r.kind in ("iteration", "retrain") for r in waiting)
-            fresh, why = (False, "") if asked else self.controller.up_to_date()
-            if fresh:
-                log.info("retrain requested by %s: up to date (%s)", source, why)
-                return TriggerResult(
-                    kind,
-                    "up-to-date",
-                    f"{why}: nothing new to learn, no retrain and no new batch (POST "
-                    "/api/retrain?push=true pushes a batch from the current model)",
-                )
+            fresh = None if asked else self._up_to_date(kind, source)
+            if fresh is not None:
+                return fresh
         same = [r for r in waiting if r.kind == kind and (r.push or not push)]
         if not same:
             self.store.request_job(kind, source, push=push)
